@@ -1,0 +1,3 @@
+//! A streaming, deterministic image augmentation pipeline on crossbeam channels.
+//!
+//! Under construction.

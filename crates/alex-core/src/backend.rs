@@ -1,0 +1,296 @@
+//! The `Backend` trait: the kernels a device must provide to train AlexNet.
+//!
+//! Kernels come in forward/backward pairs so that a device runs one kernel per gradient.
+//! Buffers are flat `f32` arrays owned by the backend; shapes travel beside them as
+//! [`Shape4`] or plain extents, and every method checks the buffer lengths it is given,
+//! returning [`crate::Error::BufferSize`] rather than panicking.
+//!
+//! Backward kernels *write* their gradient; summing the gradients of a tensor used more
+//! than once is the autograd's job (with [`Backend::axpy`]).
+//!
+//! Multi-device training (the paper's two-GPU split, data parallelism) will add a device
+//! index to buffers and a reduce/broadcast pair here; nothing below assumes one device.
+
+use crate::error::Result;
+use crate::geom::{Conv2dGeom, LrnParams, PoolGeom, PoolKind};
+use crate::shape::Shape4;
+
+/// Point-wise activation functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Activation {
+    /// `max(0, x)`; the derivative at 0 is taken as 0.
+    Relu,
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+}
+
+/// The layout that a per-channel vector (bias, batch-norm scale) is broadcast over:
+/// `outer` blocks of `channels` channels of `inner` contiguous elements. NCHW activations
+/// are `(n, c, h*w)`; dense activations are `(n, features, 1)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelLayout {
+    /// Batch (outermost) extent.
+    pub outer: usize,
+    /// Channel extent.
+    pub channels: usize,
+    /// Contiguous elements per channel.
+    pub inner: usize,
+}
+
+impl ChannelLayout {
+    /// Total element count.
+    pub fn numel(&self) -> usize {
+        self.outer * self.channels * self.inner
+    }
+}
+
+impl From<Shape4> for ChannelLayout {
+    fn from(s: Shape4) -> Self {
+        Self { outer: s.n, channels: s.c, inner: s.h * s.w }
+    }
+}
+
+/// Hyper-parameters of one SGD step, the paper's update:
+/// `v <- momentum * v - weight_decay * lr * w - lr * grad; w <- w + v`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdStep {
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum (paper: 0.9).
+    pub momentum: f32,
+    /// Weight decay (paper: 0.0005).
+    pub weight_decay: f32,
+}
+
+/// Batch-normalisation constants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormParams {
+    /// Added to the variance before the square root.
+    pub eps: f32,
+    /// Running-average update: `running = (1 - momentum) * running + momentum * batch`.
+    pub momentum: f32,
+}
+
+/// A compute device able to run every op of AlexNet, forward and backward.
+pub trait Backend: Send + Sync {
+    /// Device storage of `f32` elements.
+    type Buffer: Send + Sync;
+
+    /// A short name for messages (`"cpu"`, `"opencl:<device>"`).
+    fn name(&self) -> String;
+
+    // ---- memory ------------------------------------------------------------------------
+
+    /// A zero-filled buffer of `len` elements.
+    fn zeros(&self, len: usize) -> Result<Self::Buffer>;
+    /// A buffer holding a copy of `host`.
+    fn upload(&self, host: &[f32]) -> Result<Self::Buffer>;
+    /// Copies `buf` into `host` (same length).
+    fn download(&self, buf: &Self::Buffer, host: &mut [f32]) -> Result<()>;
+    /// Element count of `buf`.
+    fn len(&self, buf: &Self::Buffer) -> usize;
+    /// Waits for all queued work.
+    fn synchronize(&self) -> Result<()>;
+
+    // ---- element-wise ------------------------------------------------------------------
+
+    /// `buf[i] = value`.
+    fn fill(&self, buf: &mut Self::Buffer, value: f32) -> Result<()>;
+    /// `dst[i] = src[i]`.
+    fn copy(&self, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<()>;
+    /// `y[i] += alpha * x[i]`.
+    fn axpy(&self, alpha: f32, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    /// `out[i] = alpha * a[i] + beta * b[i]`.
+    fn add_scaled(&self, alpha: f32, a: &Self::Buffer, beta: f32, b: &Self::Buffer, out: &mut Self::Buffer) -> Result<()>;
+    /// `out[i] = alpha * x[i]`.
+    fn scale(&self, alpha: f32, x: &Self::Buffer, out: &mut Self::Buffer) -> Result<()>;
+    /// `out[i] = a[i] * b[i]`.
+    fn mul(&self, a: &Self::Buffer, b: &Self::Buffer, out: &mut Self::Buffer) -> Result<()>;
+    /// Sum of all elements, read back to the host.
+    fn sum(&self, x: &Self::Buffer) -> Result<f32>;
+    /// `y = f(x)`.
+    fn activation_forward(&self, f: Activation, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    /// `dx = dy * f'(x)`, given the forward's input `x` and output `y`.
+    fn activation_backward(
+        &self,
+        f: Activation,
+        x: &Self::Buffer,
+        y: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    // ---- dense -------------------------------------------------------------------------
+
+    /// `c = alpha * op(a) * op(b) + beta * c` with row-major `op(a)` of `m x k` and `op(b)`
+    /// of `k x n`; `trans_a` / `trans_b` say that the stored matrix is the transpose.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        trans_a: bool,
+        trans_b: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        beta: f32,
+        c: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// `y[o, c, i] += bias[c]`.
+    fn add_channel_bias(&self, layout: ChannelLayout, bias: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    /// `dbias[c] = sum over o, i of dy[o, c, i]`.
+    fn channel_bias_grad(&self, layout: ChannelLayout, dy: &Self::Buffer, dbias: &mut Self::Buffer) -> Result<()>;
+
+    // ---- convolution -------------------------------------------------------------------
+
+    /// `y = conv(x, w) + bias`; `y` has `geom.output_shape(input)`.
+    fn conv2d_forward(
+        &self,
+        geom: &Conv2dGeom,
+        input: Shape4,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        bias: Option<&Self::Buffer>,
+        y: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// `dx` from the weights and the output gradient.
+    fn conv2d_backward_input(
+        &self,
+        geom: &Conv2dGeom,
+        input: Shape4,
+        w: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// `dw` from the input and the output gradient. (The bias gradient is
+    /// [`Backend::channel_bias_grad`] over the output shape.)
+    fn conv2d_backward_weight(
+        &self,
+        geom: &Conv2dGeom,
+        input: Shape4,
+        x: &Self::Buffer,
+        dy: &Self::Buffer,
+        dw: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    // ---- pooling and LRN ---------------------------------------------------------------
+
+    /// Pooling forward; `y` has `geom.output_shape(input)`.
+    fn pool_forward(&self, kind: PoolKind, geom: &PoolGeom, input: Shape4, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    /// Pooling backward. Max pooling routes each output gradient to the first maximum of its
+    /// window in row-major window order; overlapping windows accumulate.
+    #[allow(clippy::too_many_arguments)]
+    fn pool_backward(
+        &self,
+        kind: PoolKind,
+        geom: &PoolGeom,
+        input: Shape4,
+        x: &Self::Buffer,
+        y: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// LRN forward; also writes `scale = k + alpha' * sum(a_j^2)` for the backward.
+    fn lrn_forward(
+        &self,
+        params: &LrnParams,
+        input: Shape4,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        scale: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// LRN backward from the forward's input, output and scale.
+    #[allow(clippy::too_many_arguments)]
+    fn lrn_backward(
+        &self,
+        params: &LrnParams,
+        input: Shape4,
+        x: &Self::Buffer,
+        y: &Self::Buffer,
+        scale: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    // ---- regularisation and normalisation ----------------------------------------------
+
+    /// Inverted dropout: `mask[i] = keep ? 1 / (1 - p) : 0` with keep from
+    /// [`crate::rng::dropout_keep`]`(seed, i, p)`, and `y = x * mask`.
+    fn dropout_forward(&self, p: f32, seed: u64, x: &Self::Buffer, mask: &mut Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    /// Batch normalisation in training mode: normalises with batch statistics (biased
+    /// variance), updates the running averages (unbiased variance), and saves the batch mean
+    /// and inverse standard deviation for the backward.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_forward_train(
+        &self,
+        params: &BatchNormParams,
+        layout: ChannelLayout,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        running_mean: &mut Self::Buffer,
+        running_var: &mut Self::Buffer,
+        saved_mean: &mut Self::Buffer,
+        saved_inv_std: &mut Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// Batch normalisation in evaluation mode, with the running averages.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_forward_eval(
+        &self,
+        params: &BatchNormParams,
+        layout: ChannelLayout,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        running_mean: &Self::Buffer,
+        running_var: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// Batch normalisation backward (training mode): `dx`, `dgamma`, `dbeta`.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward(
+        &self,
+        layout: ChannelLayout,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        saved_mean: &Self::Buffer,
+        saved_inv_std: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+        dgamma: &mut Self::Buffer,
+        dbeta: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    // ---- loss and optimiser ------------------------------------------------------------
+
+    /// Numerically stable softmax cross-entropy over `batch` rows of `classes` logits.
+    /// `labels` holds class indices as `f32`. Writes the row probabilities and each row's
+    /// loss `-log p[label]`.
+    fn softmax_xent_forward(
+        &self,
+        batch: usize,
+        classes: usize,
+        logits: &Self::Buffer,
+        labels: &Self::Buffer,
+        probs: &mut Self::Buffer,
+        row_loss: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// `dlogits = scale * (probs - onehot(labels))`; `scale` is the loss's upstream gradient
+    /// divided by the batch for a mean loss.
+    fn softmax_xent_backward(
+        &self,
+        batch: usize,
+        classes: usize,
+        probs: &Self::Buffer,
+        labels: &Self::Buffer,
+        scale: f32,
+        dlogits: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// One SGD step with momentum and weight decay, in place on `w` and `velocity`.
+    fn sgd_step(&self, step: &SgdStep, w: &mut Self::Buffer, grad: &Self::Buffer, velocity: &mut Self::Buffer) -> Result<()>;
+}

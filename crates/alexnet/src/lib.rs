@@ -1,0 +1,3 @@
+//! AlexNet model presets, the paper's training recipe, checkpoints and metrics.
+//!
+//! Under construction.

@@ -1,0 +1,1 @@
+//! Integration tests across the alexnet-rs crates live in `tests/`.

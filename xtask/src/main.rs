@@ -1,0 +1,2 @@
+//! The alexnet-rs runner. Placeholder until the trainer lands.
+fn main() {}
