@@ -103,7 +103,14 @@ pub trait Backend: Send + Sync {
     /// `y[i] += alpha * x[i]`.
     fn axpy(&self, alpha: f32, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
     /// `out[i] = alpha * a[i] + beta * b[i]`.
-    fn add_scaled(&self, alpha: f32, a: &Self::Buffer, beta: f32, b: &Self::Buffer, out: &mut Self::Buffer) -> Result<()>;
+    fn add_scaled(
+        &self,
+        alpha: f32,
+        a: &Self::Buffer,
+        beta: f32,
+        b: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
     /// `out[i] = alpha * x[i]`.
     fn scale(&self, alpha: f32, x: &Self::Buffer, out: &mut Self::Buffer) -> Result<()>;
     /// `out[i] = a[i] * b[i]`.
@@ -180,7 +187,14 @@ pub trait Backend: Send + Sync {
     // ---- pooling and LRN ---------------------------------------------------------------
 
     /// Pooling forward; `y` has `geom.output_shape(input)`.
-    fn pool_forward(&self, kind: PoolKind, geom: &PoolGeom, input: Shape4, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    fn pool_forward(
+        &self,
+        kind: PoolKind,
+        geom: &PoolGeom,
+        input: Shape4,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()>;
     /// Pooling backward. Max pooling routes each output gradient to the first maximum of its
     /// window in row-major window order; overlapping windows accumulate.
     #[allow(clippy::too_many_arguments)]
@@ -220,7 +234,14 @@ pub trait Backend: Send + Sync {
 
     /// Inverted dropout: `mask[i] = keep ? 1 / (1 - p) : 0` with keep from
     /// [`crate::rng::dropout_keep`]`(seed, i, p)`, and `y = x * mask`.
-    fn dropout_forward(&self, p: f32, seed: u64, x: &Self::Buffer, mask: &mut Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    fn dropout_forward(
+        &self,
+        p: f32,
+        seed: u64,
+        x: &Self::Buffer,
+        mask: &mut Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()>;
     /// Batch normalisation in training mode: normalises with batch statistics (biased
     /// variance), updates the running averages (unbiased variance), and saves the batch mean
     /// and inverse standard deviation for the backward.
@@ -292,5 +313,11 @@ pub trait Backend: Send + Sync {
         dlogits: &mut Self::Buffer,
     ) -> Result<()>;
     /// One SGD step with momentum and weight decay, in place on `w` and `velocity`.
-    fn sgd_step(&self, step: &SgdStep, w: &mut Self::Buffer, grad: &Self::Buffer, velocity: &mut Self::Buffer) -> Result<()>;
+    fn sgd_step(
+        &self,
+        step: &SgdStep,
+        w: &mut Self::Buffer,
+        grad: &Self::Buffer,
+        velocity: &mut Self::Buffer,
+    ) -> Result<()>;
 }

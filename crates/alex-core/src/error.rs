@@ -41,7 +41,9 @@ pub enum Error {
         groups: usize,
     },
     /// The window (kernel) does not fit in the padded input.
-    #[error("{axis}: window {window} is larger than the padded input {padded_input} (input {input} + 2 x padding {padding})")]
+    #[error(
+        "{axis}: window {window} is larger than the padded input {padded_input} (input {input} + 2 x padding {padding})"
+    )]
     WindowTooLarge {
         /// Axis concerned.
         axis: Axis,
@@ -136,11 +138,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Returns [`Error::BufferSize`] unless `got == expected`.
 pub fn check_len(op: &'static str, buffer: &'static str, expected: usize, got: usize) -> Result<()> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(Error::BufferSize { op, buffer, expected, got })
-    }
+    if got == expected { Ok(()) } else { Err(Error::BufferSize { op, buffer, expected, got }) }
 }
 
 /// Returns [`Error::ZeroSize`] if `value == 0`.

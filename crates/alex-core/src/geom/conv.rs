@@ -84,7 +84,7 @@ impl Conv2dGeom {
         nonzero("stride width", self.stride_w)?;
         nonzero("groups", self.groups)?;
         for (what, channels) in [("input channels", self.in_channels), ("output channels", self.out_channels)] {
-            if channels % self.groups != 0 {
+            if !channels.is_multiple_of(self.groups) {
                 return Err(Error::GroupsDoNotDivide { what, channels, groups: self.groups });
             }
         }
@@ -152,11 +152,36 @@ mod tests {
     fn alexnet_conv_shapes_and_params() {
         let exact = |g: Conv2dGeom| g.with_rounding(Rounding::Exact);
         let cases = [
-            (exact(Conv2dGeom::square(3, 96, 11, 4, 0, 1).unwrap()), shape(2, 3, 227, 227), shape(2, 96, 55, 55), 34_944),
-            (exact(Conv2dGeom::square(96, 256, 5, 1, 2, 2).unwrap()), shape(2, 96, 27, 27), shape(2, 256, 27, 27), 307_456),
-            (exact(Conv2dGeom::square(256, 384, 3, 1, 1, 1).unwrap()), shape(2, 256, 13, 13), shape(2, 384, 13, 13), 885_120),
-            (exact(Conv2dGeom::square(384, 384, 3, 1, 1, 2).unwrap()), shape(2, 384, 13, 13), shape(2, 384, 13, 13), 663_936),
-            (exact(Conv2dGeom::square(384, 256, 3, 1, 1, 2).unwrap()), shape(2, 384, 13, 13), shape(2, 256, 13, 13), 442_624),
+            (
+                exact(Conv2dGeom::square(3, 96, 11, 4, 0, 1).unwrap()),
+                shape(2, 3, 227, 227),
+                shape(2, 96, 55, 55),
+                34_944,
+            ),
+            (
+                exact(Conv2dGeom::square(96, 256, 5, 1, 2, 2).unwrap()),
+                shape(2, 96, 27, 27),
+                shape(2, 256, 27, 27),
+                307_456,
+            ),
+            (
+                exact(Conv2dGeom::square(256, 384, 3, 1, 1, 1).unwrap()),
+                shape(2, 256, 13, 13),
+                shape(2, 384, 13, 13),
+                885_120,
+            ),
+            (
+                exact(Conv2dGeom::square(384, 384, 3, 1, 1, 2).unwrap()),
+                shape(2, 384, 13, 13),
+                shape(2, 384, 13, 13),
+                663_936,
+            ),
+            (
+                exact(Conv2dGeom::square(384, 256, 3, 1, 1, 2).unwrap()),
+                shape(2, 384, 13, 13),
+                shape(2, 256, 13, 13),
+                442_624,
+            ),
         ];
         for (geom, input, expected, params) in cases {
             assert_eq!(geom.output_shape(input).unwrap(), expected, "{geom:?}");
@@ -203,10 +228,7 @@ mod tests {
     fn channel_mismatch_names_both_shapes() {
         let g = Conv2dGeom::square(3, 4, 3, 1, 1, 1).unwrap();
         let err = g.output_shape(shape(1, 5, 8, 8)).unwrap_err();
-        assert_eq!(
-            err,
-            Error::ShapeMismatch { op: "conv2d", expected: vec![1, 3, 8, 8], got: vec![1, 5, 8, 8] }
-        );
+        assert_eq!(err, Error::ShapeMismatch { op: "conv2d", expected: vec![1, 3, 8, 8], got: vec![1, 5, 8, 8] });
     }
 
     #[test]

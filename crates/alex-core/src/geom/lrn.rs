@@ -54,7 +54,7 @@ impl LrnParams {
     /// Checks the window is odd and positive, and the constants finite with `k > 0` (so the
     /// denominator never vanishes), `alpha >= 0`, `beta >= 0`.
     pub fn validate(&self) -> Result<()> {
-        if self.size == 0 || self.size % 2 == 0 {
+        if self.size == 0 || self.size.is_multiple_of(2) {
             return Err(Error::LrnSize { size: self.size });
         }
         let check = |what: &'static str, value: f32, ok: bool, reason: &'static str| {

@@ -52,7 +52,7 @@ pub fn window_output(
     let floor = span / stride + 1;
     match rounding {
         Rounding::Floor => Ok(floor),
-        Rounding::Exact if span % stride == 0 => Ok(floor),
+        Rounding::Exact if span.is_multiple_of(stride) => Ok(floor),
         Rounding::Exact => Err(Error::DoesNotClose {
             axis,
             input,
@@ -117,19 +117,14 @@ mod tests {
     #[test]
     fn window_larger_than_padded_input_is_an_error() {
         let err = window_output(Axis::Height, 4, 7, 1, 1, Rounding::Floor).unwrap_err();
-        assert_eq!(
-            err,
-            Error::WindowTooLarge { axis: Axis::Height, window: 7, input: 4, padding: 1, padded_input: 6 }
-        );
+        assert_eq!(err, Error::WindowTooLarge { axis: Axis::Height, window: 7, input: 4, padding: 1, padded_input: 6 });
         let msg = err.to_string();
         assert!(msg.contains('7') && msg.contains('6') && msg.contains("height"), "{msg}");
     }
 
     #[test]
     fn zero_sizes_are_errors() {
-        for (input, window, stride, what) in
-            [(0, 3, 1, "input extent"), (5, 0, 1, "window"), (5, 3, 0, "stride")]
-        {
+        for (input, window, stride, what) in [(0, 3, 1, "input extent"), (5, 0, 1, "window"), (5, 3, 0, "stride")] {
             assert_eq!(
                 window_output(Axis::Width, input, window, stride, 0, Rounding::Floor),
                 Err(Error::ZeroSize { what })

@@ -62,7 +62,9 @@ impl PoolGeom {
         nonzero("window width", self.window_w)?;
         nonzero("stride height", self.stride_h)?;
         nonzero("stride width", self.stride_w)?;
-        for (axis, padding, window) in [(Axis::Height, self.pad_h, self.window_h), (Axis::Width, self.pad_w, self.window_w)] {
+        for (axis, padding, window) in
+            [(Axis::Height, self.pad_h, self.window_h), (Axis::Width, self.pad_w, self.window_w)]
+        {
             if padding >= window {
                 return Err(Error::PaddingTooLarge { axis, padding, window });
             }
