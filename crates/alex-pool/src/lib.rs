@@ -1,3 +1,75 @@
-//! Overlapping max/average pooling and local response normalisation, forward and backward.
+//! # alex-pool
 //!
-//! Under construction.
+//! Overlapping max pooling, average pooling and local response normalisation (LRN) across
+//! channels, forward and backward, on NCHW `f32` slices: the pooling and normalisation
+//! layers of AlexNet (Krizhevsky et al. 2012), reusable on their own.
+//!
+//! - [`pool_forward`] / [`pool_backward`]: any window, stride and padding, floor, ceil
+//!   (Caffe) or exact output size, all from `alex-core`'s [`PoolGeom`]. Max routes each
+//!   gradient to the first maximum in row-major window order; average divides by the number
+//!   of input cells in the window (padding excluded). Details in [`pool`].
+//! - [`lrn_forward`] / [`lrn_backward`]: the paper's
+//!   `b_i = a_i / (k + alpha * sum_{j in window(i)} a_j^2)^beta` with the window clipped at the
+//!   channel edges, or Caffe/PyTorch's `alpha / n` ([`LrnParams`], [`AlphaConvention`]). The
+//!   forward keeps the scale term for the backward. Details in [`lrn`].
+//!
+//! Every function validates its geometry and buffer lengths and returns a [`PoolError`]
+//! rather than panicking, overwrites its output, and allocates nothing on the steady state.
+//!
+//! ## Threads
+//!
+//! Work is split over channel planes (or images) with rayon and runs in the **current rayon
+//! pool**: the global one by default, which uses every core. To choose the thread count, call
+//! from inside a pool of your own: `rayon::ThreadPoolBuilder::new().num_threads(1).build()?
+//! .install(|| pool_forward(..))`. Results are bitwise the same for any thread count.
+//!
+//! ## Example: AlexNet's first normalise-then-pool stage, forward and backward
+//!
+//! ```
+//! use alex_core::{LrnParams, PoolGeom, PoolKind, Rounding, Shape4};
+//! use alex_pool::{lrn_backward, lrn_forward, pool_backward, pool_forward};
+//!
+//! let conv1 = Shape4::new(1, 96, 55, 55)?;
+//! let pool = PoolGeom::square(3, 2, 0, Rounding::Floor)?;
+//! let pooled = pool.output_shape(conv1)?; // 1 x 96 x 27 x 27
+//! let a: Vec<f32> = (0..conv1.numel()).map(|i| (i % 7) as f32).collect();
+//!
+//! let (mut b, mut scale) = (vec![0.0; a.len()], vec![0.0; a.len()]);
+//! lrn_forward(&LrnParams::paper(), conv1, &a, &mut b, &mut scale)?;
+//! let mut p = vec![0.0; pooled.numel()];
+//! pool_forward(PoolKind::Max, &pool, conv1, &b, &mut p)?;
+//!
+//! let dp = vec![1.0; p.len()];
+//! let mut db = vec![0.0; b.len()];
+//! pool_backward(PoolKind::Max, &pool, conv1, &b, &p, &dp, &mut db)?;
+//! let mut da = vec![0.0; a.len()];
+//! lrn_backward(&LrnParams::paper(), conv1, &a, &b, &scale, &db, &mut da)?;
+//!
+//! // A buffer of the wrong length is an error naming it, not a panic.
+//! let err = pool_forward(PoolKind::Max, &pool, conv1, &b, &mut p[1..]).unwrap_err();
+//! assert!(err.to_string().contains("`y`"), "{err}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+pub mod lrn;
+pub mod pool;
+#[cfg(test)]
+mod testutil;
+
+pub use alex_core::{AlphaConvention, LrnParams, PoolGeom, PoolKind, Rounding, Shape4};
+pub use error::{PoolError, Result};
+pub use lrn::{lrn_backward, lrn_forward};
+pub use pool::{pool_backward, pool_forward};
+
+/// Re-validates `shape` (its fields are public) and returns its element count.
+fn checked_numel(op: &'static str, shape: Shape4) -> Result<usize> {
+    let shape = Shape4::new(shape.n, shape.c, shape.h, shape.w)?;
+    let dims = shape.dims();
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or(PoolError::TooLarge { op, dims })
+}
+
+/// [`alex_core::check_len`] as a [`PoolError`].
+fn check_buffer(op: &'static str, buffer: &'static str, expected: usize, got: usize) -> Result<()> {
+    Ok(alex_core::check_len(op, buffer, expected, got)?)
+}

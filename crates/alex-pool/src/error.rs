@@ -1,0 +1,25 @@
+//! The crate's one error type.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in `alex-pool`.
+#[derive(Debug, Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// Invalid geometry, LRN parameters, shape or buffer length, as reported by `alex-core`
+    /// (e.g. [`alex_core::Error::WindowTooLarge`], [`alex_core::Error::LrnSize`],
+    /// [`alex_core::Error::BufferSize`]).
+    #[error(transparent)]
+    Core(#[from] alex_core::Error),
+    /// The element count of a shape does not fit in `usize`.
+    #[error("{op}: shape {dims:?} has more elements than fit in usize")]
+    TooLarge {
+        /// The op that rejected the shape.
+        op: &'static str,
+        /// The shape as `[n, c, h, w]`.
+        dims: [usize; 4],
+    },
+}
+
+/// `Result` with [`PoolError`].
+pub type Result<T, E = PoolError> = std::result::Result<T, E>;

@@ -1,0 +1,66 @@
+//! LRN forward.
+
+use alex_core::{LrnParams, Shape4};
+use rayon::prelude::*;
+
+use super::{InversePower, check, with_inverse_power};
+use crate::error::Result;
+
+/// Local response normalisation of the NCHW tensor `x` (shape `input`) into `y`; also writes
+/// `scale = k + alpha' * sum_{j in window(i)} a_j^2` (same shape), which [`lrn_backward`]
+/// needs. See the [module formula](crate::lrn).
+///
+/// Runs in parallel over the `n x c` output planes in the current rayon pool.
+///
+/// ```
+/// use alex_core::{AlphaConvention, LrnParams, Shape4};
+/// // One pixel, three channels a = [1, 2, 3], window 3, k = 2, alpha = 1, beta = 0.75:
+/// // the middle channel's scale is 2 + 1 + 4 + 9 = 16, and 16^-0.75 = 1/8.
+/// let params = LrnParams::new(3, 1.0, 0.75, 2.0, AlphaConvention::Paper)?;
+/// let input = Shape4::new(1, 3, 1, 1)?;
+/// let (mut y, mut scale) = ([0.0; 3], [0.0; 3]);
+/// alex_pool::lrn_forward(&params, input, &[1.0, 2.0, 3.0], &mut y, &mut scale)?;
+/// assert_eq!(scale, [7.0, 16.0, 15.0]);
+/// assert_eq!(y[1], 0.25);
+/// # Ok::<(), alex_pool::PoolError>(())
+/// ```
+///
+/// [`lrn_backward`]: crate::lrn_backward
+pub fn lrn_forward(params: &LrnParams, input: Shape4, x: &[f32], y: &mut [f32], scale: &mut [f32]) -> Result<()> {
+    check("lrn_forward", params, input, &[("x", x.len()), ("y", y.len()), ("scale", scale.len())])?;
+    let (channels, plane) = (input.c, input.plane_len());
+    let (k, coefficient) = (params.k, params.sum_coefficient());
+    with_inverse_power!(params.beta, |power| {
+        y.par_chunks_mut(plane).zip(scale.par_chunks_mut(plane)).enumerate().for_each(|(index, (y, scale))| {
+            let image = &x[(index / channels) * channels * plane..][..channels * plane];
+            let c = index % channels;
+            let (lo, hi) = params.window(c, channels);
+            sum_of_squares(&image[lo * plane..(hi + 1) * plane], plane, scale);
+            normalise(power, k, coefficient, &image[c * plane..][..plane], scale, y);
+        })
+    });
+    Ok(())
+}
+
+/// `sum[p] = sum over the planes of `window` of a[p]^2`, plane by plane in channel order.
+fn sum_of_squares(window: &[f32], plane: usize, sum: &mut [f32]) {
+    let mut planes = window.chunks_exact(plane);
+    let first = planes.next().expect("an LRN window holds at least one channel");
+    for (s, &a) in sum.iter_mut().zip(first) {
+        *s = a * a;
+    }
+    for a_j in planes {
+        for (s, &a) in sum.iter_mut().zip(a_j) {
+            *s += a * a;
+        }
+    }
+}
+
+/// Turns the sums into scales `k + alpha' * sum` in place and writes `y = a * scale^-beta`.
+#[inline(always)]
+fn normalise(power: impl InversePower, k: f32, coefficient: f32, a: &[f32], scale: &mut [f32], y: &mut [f32]) {
+    for ((y, s), &a) in y.iter_mut().zip(scale.iter_mut()).zip(a) {
+        *s = k + coefficient * *s;
+        *y = a * power.of(*s);
+    }
+}
