@@ -1,0 +1,92 @@
+// Batched C = alpha * op(A) * op(B) + beta * C, row-major, for any M, N, K.
+//
+// GPU design: a work-group of GEMM_RTS x GEMM_RTS threads computes a TS x TS tile of C
+// (TS = GEMM_RTS * GEMM_WPT), staging TS x GEMM_TSK panels of A and B in local memory.
+// Each thread keeps a GEMM_WPT x 4 register tile as float4 rows: rows ty + GEMM_RTS * i,
+// columns 4 tx .. 4 tx + 3, read from local memory as one float4. Global loads are
+// coalesced along the stored matrix's contiguous axis for each transpose variant; panels
+// that cross the matrix edge are zero-filled, and stores are bounds-checked.
+//
+// Batch: work-item z = get_global_id(2) is split into (z / batch_inner, z % batch_inner),
+// and each matrix advances by its own (outer, inner) strides, which covers "per image, per
+// group" convolution GEMMs in one launch.
+
+#define TS (GEMM_RTS * GEMM_WPT)
+#define LOADS ((TS * GEMM_TSK) / (GEMM_RTS * GEMM_RTS))
+
+#define GEMM_PARAMS                                                                              \
+    const uint M, const uint N, const uint K, const float alpha, const float beta,                \
+    __global const float* A, const uint a_off, const uint lda, const uint a_so, const uint a_si, \
+    __global const float* B, const uint b_off, const uint ldb, const uint b_so, const uint b_si, \
+    __global float* C, const uint c_off, const uint ldc, const uint c_so, const uint c_si,       \
+    const uint batch_inner
+
+#define GEMM_ARGS M, N, K, alpha, beta, A, a_off, lda, a_so, a_si, B, b_off, ldb, b_so, b_si, C, c_off, ldc, c_so, c_si, batch_inner
+
+inline void gemm_tile(const bool trans_a, const bool trans_b, __local float* As, __local float* Bs, GEMM_PARAMS) {
+    const uint tx = get_local_id(0);
+    const uint ty = get_local_id(1);
+    const uint tid = ty * GEMM_RTS + tx;
+    const uint n0 = get_group_id(0) * TS;
+    const uint m0 = get_group_id(1) * TS;
+    const uint z = get_global_id(2);
+    const uint zo = z / batch_inner;
+    const uint zi = z - zo * batch_inner;
+    A += a_off + zo * a_so + zi * a_si;
+    B += b_off + zo * b_so + zi * b_si;
+    C += c_off + zo * c_so + zi * c_si;
+
+    float4 acc[GEMM_WPT];
+    for (uint i = 0; i < GEMM_WPT; i++) acc[i] = (float4)(0.0f);
+
+    for (uint k0 = 0; k0 < K; k0 += GEMM_TSK) {
+        for (uint l = 0; l < LOADS; l++) {
+            const uint e = tid + l * GEMM_RTS * GEMM_RTS;
+            // A panel: TS rows (m) x GEMM_TSK columns (k), stored k-major in As.
+            uint mm, kk;
+            if (trans_a) { mm = e % TS; kk = e / TS; } else { kk = e % GEMM_TSK; mm = e / GEMM_TSK; }
+            uint m = m0 + mm, k = k0 + kk;
+            As[kk * TS + mm] = (m < M && k < K) ? (trans_a ? A[k * lda + m] : A[m * lda + k]) : 0.0f;
+            // B panel: GEMM_TSK rows (k) x TS columns (n), stored k-major in Bs.
+            uint nn;
+            if (trans_b) { kk = e % GEMM_TSK; nn = e / GEMM_TSK; } else { nn = e % TS; kk = e / TS; }
+            const uint n = n0 + nn;
+            k = k0 + kk;
+            Bs[kk * TS + nn] = (n < N && k < K) ? (trans_b ? B[n * ldb + k] : B[k * ldb + n]) : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint kk = 0; kk < GEMM_TSK; kk++) {
+            const float4 b = vload4(tx, Bs + kk * TS);
+            for (uint i = 0; i < GEMM_WPT; i++) {
+                acc[i] = fma((float4)(As[kk * TS + ty + GEMM_RTS * i]), b, acc[i]);
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+
+    for (uint i = 0; i < GEMM_WPT; i++) {
+        const uint m = m0 + ty + GEMM_RTS * i;
+        if (m >= M) continue;
+        float vals[4];
+        vstore4(acc[i], 0, vals);
+        for (uint j = 0; j < 4; j++) {
+            const uint n = n0 + tx * 4 + j;
+            if (n >= N) continue;
+            // beta == 0 must not read C: it may hold garbage (NaN) from a pooled buffer.
+            const float prior = beta == 0.0f ? 0.0f : beta * C[m * ldc + n];
+            C[m * ldc + n] = alpha * vals[j] + prior;
+        }
+    }
+}
+
+#define GEMM_KERNEL(name, ta, tb)                                                           \
+    __kernel __attribute__((reqd_work_group_size(GEMM_RTS, GEMM_RTS, 1))) void name(GEMM_PARAMS) { \
+        __local float As[GEMM_TSK * TS];                                                    \
+        __local float Bs[GEMM_TSK * TS];                                                    \
+        gemm_tile(ta, tb, As, Bs, GEMM_ARGS);                                               \
+    }
+
+GEMM_KERNEL(gemm_nn, false, false)
+GEMM_KERNEL(gemm_nt, false, true)
+GEMM_KERNEL(gemm_tn, true, false)
+GEMM_KERNEL(gemm_tt, true, true)

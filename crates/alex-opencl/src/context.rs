@@ -1,0 +1,173 @@
+//! One device's shared state: its context, the kernel program built once, and the kernels.
+//!
+//! Every backend instance on a device shares one [`DeviceContext`] (so the program is built
+//! once per process and device) and owns its own command queue and buffer pool.
+
+use std::sync::Mutex;
+
+use opencl3::command_queue::CommandQueue;
+use opencl3::context::Context;
+use opencl3::device::Device;
+use opencl3::kernel::Kernel;
+use opencl3::memory::ClMem;
+use opencl3::program::Program;
+
+use crate::buffer::ClBuffer;
+use crate::device::DeviceInfo;
+use crate::error::{ClResultExt, OpenClError};
+
+/// The kernel sources, one file per op family, built together as one program.
+const SOURCES: [&str; 9] = [
+    include_str!("../kernels/elementwise.cl"),
+    include_str!("../kernels/gemm.cl"),
+    include_str!("../kernels/im2col.cl"),
+    include_str!("../kernels/pool.cl"),
+    include_str!("../kernels/lrn.cl"),
+    include_str!("../kernels/dropout.cl"),
+    include_str!("../kernels/batchnorm.cl"),
+    include_str!("../kernels/softmax.cl"),
+    include_str!("../kernels/sgd.cl"),
+];
+
+macro_rules! kernel_table {
+    ($($variant:ident => $name:literal),* $(,)?) => {
+        /// Every kernel of the program; the discriminant indexes [`DeviceContext::kernels`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Kern { $($variant),* }
+        /// Kernel function names, in [`Kern`] order.
+        const KERNEL_NAMES: &[&str] = &[$($name),*];
+    };
+}
+
+kernel_table! {
+    Fill => "fill",
+    Axpy => "axpy",
+    AddScaled => "add_scaled",
+    Scale => "scale",
+    Mul => "mul",
+    ActivationForward => "activation_forward",
+    ActivationBackward => "activation_backward",
+    AddChannelBias => "add_channel_bias",
+    ChannelBiasGrad => "channel_bias_grad",
+    ReduceSum => "reduce_sum",
+    GemmNN => "gemm_nn",
+    GemmNT => "gemm_nt",
+    GemmTN => "gemm_tn",
+    GemmTT => "gemm_tt",
+    Im2col => "im2col",
+    Col2im => "col2im",
+    MaxPoolForward => "max_pool_forward",
+    MaxPoolBackward => "max_pool_backward",
+    AvgPoolForward => "avg_pool_forward",
+    AvgPoolBackward => "avg_pool_backward",
+    LrnForward => "lrn_forward",
+    LrnBackward => "lrn_backward",
+    DropoutForward => "dropout_forward",
+    BnStats => "bn_stats",
+    BnNormalize => "bn_normalize",
+    BnEval => "bn_eval",
+    BnGradReduce => "bn_grad_reduce",
+    BnBackwardDx => "bn_backward_dx",
+    SoftmaxXentForward => "softmax_xent_forward",
+    SoftmaxXentBackward => "softmax_xent_backward",
+    SgdStep => "sgd_step",
+}
+
+/// GEMM work-per-thread along each axis (fixed: the kernel's register tile is 4 x float4).
+pub(crate) const GEMM_WPT: usize = 4;
+/// GEMM tile depth along `k`.
+pub(crate) const GEMM_TSK: usize = 16;
+
+/// One kernel argument.
+#[derive(Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    /// A device buffer.
+    Buf(&'a ClBuffer),
+    /// A `uint`.
+    U32(u32),
+    /// A `float`.
+    F32(f32),
+    /// A `ulong`.
+    U64(u64),
+}
+
+/// A device's context, built program and kernels, shared by all backends on that device.
+pub(crate) struct DeviceContext {
+    pub(crate) info: DeviceInfo,
+    pub(crate) device: Device,
+    pub(crate) context: Context,
+    /// Kept alive for the kernels.
+    _program: Program,
+    /// `clSetKernelArg` on one kernel object is not thread-safe: each kernel sits behind a
+    /// mutex held from its first argument to its enqueue.
+    kernels: Vec<Mutex<Kernel>>,
+    /// Work-group size of element-wise and reduction kernels (a power of two; `RED_WG` in the kernels).
+    pub(crate) wg: usize,
+    /// GEMM threads per work-group side (`GEMM_RTS` in the kernels): 16 (tile 64) or 8 (tile 32).
+    pub(crate) gemm_rts: usize,
+}
+
+impl DeviceContext {
+    pub(crate) fn new(info: DeviceInfo, device: Device, context: Context) -> Result<Self, OpenClError> {
+        let max_wg = info.max_work_group_size.max(1);
+        let wg = if max_wg >= 256 { 256 } else { 1 << max_wg.ilog2() };
+        let gemm_rts = if max_wg >= 256 { 16 } else { 8 };
+        let options = format!("-cl-std=CL1.2 -D RED_WG={wg} -D GEMM_RTS={gemm_rts} -D GEMM_WPT={GEMM_WPT} -D GEMM_TSK={GEMM_TSK}");
+        // One string: cl3 0.13's multi-source call passes `&str` fat pointers where C expects
+        // `char*`s, which crashes for more than one source.
+        let source = SOURCES.join("\n");
+        let mut program = Program::create_from_source(&context, &source).cl("clCreateProgramWithSource")?;
+        if program.build(&[device.id()], &options).is_err() {
+            let log = program.get_build_log(device.id()).unwrap_or_else(|e| format!("(no build log: {e})"));
+            return Err(OpenClError::Build { device: format!("{info}"), log });
+        }
+        let kernels = KERNEL_NAMES
+            .iter()
+            .map(|name| Kernel::create(&program, name).cl("clCreateKernel").map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { info, device, context, _program: program, kernels, wg, gemm_rts })
+    }
+
+    /// Sets `args` on kernel `kern` and enqueues it on `queue` over `global` work-items
+    /// (each rounded up to a multiple of `local`, which the kernels bounds-check).
+    pub(crate) fn launch(
+        &self,
+        queue: &CommandQueue,
+        kern: Kern,
+        global: &[usize],
+        local: &[usize],
+        args: &[Arg<'_>],
+    ) -> Result<(), OpenClError> {
+        assert_eq!(global.len(), local.len(), "work dimensions disagree");
+        let rounded: Vec<usize> = global.iter().zip(local).map(|(g, l)| g.div_ceil(*l).max(1) * l).collect();
+        let kernel = self.kernels[kern as usize].lock().unwrap_or_else(|e| e.into_inner());
+        for (i, arg) in args.iter().enumerate() {
+            let i = i as u32;
+            // SAFETY: each argument's type matches the kernel's parameter (uint, float, ulong or
+            // a __global float* as cl_mem); buffers outlive the enqueue because the queue is
+            // in order and pooled buffers are only reused on the same queue.
+            unsafe {
+                match arg {
+                    Arg::Buf(b) => kernel.set_arg(i, &b.mem().get()),
+                    Arg::U32(v) => kernel.set_arg(i, v),
+                    Arg::F32(v) => kernel.set_arg(i, v),
+                    Arg::U64(v) => kernel.set_arg(i, v),
+                }
+            }
+            .cl("clSetKernelArg")?;
+        }
+        // SAFETY: the kernel's arguments are all set above and the sizes are non-zero.
+        unsafe {
+            queue.enqueue_nd_range_kernel(
+                kernel.get(),
+                rounded.len() as u32,
+                std::ptr::null(),
+                rounded.as_ptr(),
+                local.as_ptr(),
+                &[],
+            )
+        }
+        .cl(KERNEL_NAMES[kern as usize])?;
+        Ok(())
+    }
+}
