@@ -1,0 +1,1 @@
+//! Backend-generic test bodies (in progress).
