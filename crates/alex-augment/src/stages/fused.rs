@@ -1,0 +1,126 @@
+//! The fused pass: crop, flip, colour offset, normalisation and the HWC -> CHW `f32` write
+//! in one sweep over the output, with an AVX2 build picked at run time.
+//!
+//! Per channel `c`, `out = byte * scale[c] + bias[c] - mean_image * inv_std[c]` with
+//! `scale = 1 / (255 std)` and `bias = (offset - mean) / std`; pixels in the padding are
+//! bytes of 0. The plain, stage-by-stage reference is [`crate::Transform::apply_reference`].
+
+use crate::{Image, MeanImage, Window};
+
+/// Per-view constants of the fused pass.
+pub(crate) struct Affine<'a> {
+    pub scale: [f32; 3],
+    pub bias: [f32; 3],
+    pub inv_std: [f32; 3],
+    pub mean_image: Option<&'a MeanImage>,
+}
+
+/// Writes one view of `src` as CHW `f32` into `out` (`channels * height * width` values).
+pub(crate) fn write_view(src: &Image, window: &Window, affine: &Affine<'_>, out: &mut [f32]) {
+    assert_eq!(out.len(), src.channels * window.width * window.height, "fused: output length");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { write_view_avx2(src, window, affine, out) };
+        return;
+    }
+    write_view_generic(src, window, affine, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn write_view_avx2(src: &Image, window: &Window, affine: &Affine<'_>, out: &mut [f32]) {
+    write_view_generic(src, window, affine, out);
+}
+
+#[inline(always)]
+fn write_view_generic(src: &Image, window: &Window, affine: &Affine<'_>, out: &mut [f32]) {
+    match src.channels {
+        3 => write_channels::<3>(src, window, affine, out),
+        1 => write_channels::<1>(src, window, affine, out),
+        c => unreachable!("images have 1 or 3 channels, not {c}"),
+    }
+}
+
+#[inline(always)]
+fn write_channels<const C: usize>(src: &Image, window: &Window, affine: &Affine<'_>, out: &mut [f32]) {
+    let (w, h) = (window.width, window.height);
+    let plane = w * h;
+    let (scale, bias, inv_std) = (affine.scale, affine.bias, affine.inv_std);
+    for y in 0..h {
+        let sy = window.top + y as isize;
+        // The output columns whose source column lies inside the image.
+        let (lo, hi) = if (0..src.height as isize).contains(&sy) {
+            let first = (-window.left).clamp(0, w as isize) as usize;
+            let last = (src.width as isize - window.left).clamp(0, w as isize) as usize;
+            (first, last.max(first))
+        } else {
+            (0, 0)
+        };
+        // In output order the valid span is [lo, hi); mirrored, it lands at [w - hi, w - lo).
+        let (out_lo, out_hi) = if window.flip { (w - hi, w - lo) } else { (lo, hi) };
+        for c in 0..C {
+            let row = &mut out[c * plane + y * w..][..w];
+            row[..out_lo].fill(bias[c]);
+            row[out_hi..].fill(bias[c]);
+        }
+        if lo == hi {
+            continue;
+        }
+        let sx0 = (window.left + lo as isize) as usize;
+        let src_row = &src.data[(sy as usize * src.width + sx0) * C..][..(hi - lo) * C];
+        let [r0, r1, r2] = split_rows::<C>(out, plane, y * w + out_lo, hi - lo);
+        let span: &mut [&mut [f32]] = &mut [r0, r1, r2][..C];
+        match (affine.mean_image, window.flip) {
+            (None, false) => affine_span::<C, false>(src_row, span, scale, bias),
+            (None, true) => affine_span::<C, true>(src_row, span, scale, bias),
+            (Some(m), flip) => {
+                affine_span_mean::<C>(src_row, &m.data[(sy as usize * m.width + sx0) * C..][..(hi - lo) * C], span, flip, scale, bias, inv_std)
+            }
+        }
+    }
+}
+
+/// Disjoint `len`-long slices of the first three channel planes starting at `offset`
+/// (empty slices for channels beyond `C`).
+fn split_rows<const C: usize>(out: &mut [f32], plane: usize, offset: usize, len: usize) -> [&mut [f32]; 3] {
+    if C == 1 {
+        return [&mut out[offset..][..len], &mut [], &mut []];
+    }
+    let (p0, rest) = out.split_at_mut(plane);
+    let (p1, p2) = rest.split_at_mut(plane);
+    [&mut p0[offset..][..len], &mut p1[offset..][..len], &mut p2[offset..][..len]]
+}
+
+#[inline(always)]
+fn affine_span<const C: usize, const FLIP: bool>(src: &[u8], dst: &mut [&mut [f32]], scale: [f32; 3], bias: [f32; 3]) {
+    let n = src.len() / C;
+    for c in 0..C {
+        let row = &mut dst[c][..n];
+        let (s, b) = (scale[c], bias[c]);
+        for (x, o) in row.iter_mut().enumerate() {
+            let sx = if FLIP { n - 1 - x } else { x };
+            *o = f32::from(src[sx * C + c]) * s + b;
+        }
+    }
+}
+
+#[inline(always)]
+fn affine_span_mean<const C: usize>(
+    src: &[u8],
+    mean: &[f32],
+    dst: &mut [&mut [f32]],
+    flip: bool,
+    scale: [f32; 3],
+    bias: [f32; 3],
+    inv_std: [f32; 3],
+) {
+    let n = src.len() / C;
+    for c in 0..C {
+        let row = &mut dst[c][..n];
+        for (x, o) in row.iter_mut().enumerate() {
+            let sx = if flip { n - 1 - x } else { x };
+            *o = f32::from(src[sx * C + c]) * scale[c] + bias[c] - mean[sx * C + c] * inv_std[c];
+        }
+    }
+}
