@@ -16,7 +16,8 @@ inline void pool_window(const uint oy, const uint ox, POOL_PARAMS, int* h0, int*
     *w1 = min(ws + (int)KW, (int)W);
 }
 
-// Flat in-plane index of the first maximum (row-major window order); -1 for an empty window.
+// Flat in-plane index of the first maximum (row-major window order; a NaN wins, as on the
+// CPU); -1 for an empty window.
 inline int window_argmax(__global const float* plane, const uint oy, const uint ox, POOL_PARAMS) {
     int h0, h1, w0, w1;
     pool_window(oy, ox, H, W, OH, OW, KH, KW, SH, SW, PH, PW, &h0, &h1, &w0, &w1);
@@ -25,7 +26,7 @@ inline int window_argmax(__global const float* plane, const uint oy, const uint 
     for (int h = h0; h < h1; h++) {
         for (int w = w0; w < w1; w++) {
             const float v = plane[h * (int)W + w];
-            if (best < 0 || v > best_v) { best = h * (int)W + w; best_v = v; }
+            if (best < 0 || v > best_v || (isnan(v) && !isnan(best_v))) { best = h * (int)W + w; best_v = v; }
         }
     }
     return best;

@@ -296,15 +296,6 @@ mod tests {
         check_case(rect, shape(2, 6, 6, 5), true);
     }
 
-    /// AlexNet's conv1 (stride 4, 11x11) and conv2 (groups) at batch 1, conv4 at batch 2.
-    #[test]
-    fn alexnet_layers() {
-        let exact = |g: Conv2dGeom| g.with_rounding(Rounding::Exact);
-        check_case(exact(Conv2dGeom::square(3, 96, 11, 4, 0, 1).unwrap()), shape(1, 3, 227, 227), false);
-        check_case(exact(Conv2dGeom::square(96, 256, 5, 1, 2, 2).unwrap()), shape(1, 96, 27, 27), false);
-        check_case(exact(Conv2dGeom::square(384, 384, 3, 1, 1, 2).unwrap()), shape(2, 384, 13, 13), false);
-    }
-
     #[test]
     fn bad_shapes_are_errors() {
         let Some(be) = backend() else { return };

@@ -142,12 +142,4 @@ mod tests {
             check_case(p, Shape4::new(1, 2, 2, 3).unwrap(), 2.0, true);
         }
     }
-
-    /// AlexNet's LRN after conv1 and conv2 at batch 1, with the paper's constants.
-    #[test]
-    fn alexnet_layers() {
-        for s in [Shape4::new(1, 96, 55, 55).unwrap(), Shape4::new(1, 256, 27, 27).unwrap()] {
-            check_case(LrnParams::paper(), s, 30.0, false);
-        }
-    }
 }

@@ -167,13 +167,4 @@ mod tests {
         let x = vec![0.0, 5.0, 5.0, 0.0, 5.0, 5.0, 0.0, 0.0, 1.0, 2.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0];
         check_case(PoolKind::Max, g, s, x, false);
     }
-
-    /// AlexNet's three overlapping max-pools at batch 1.
-    #[test]
-    fn alexnet_layers() {
-        let g = PoolGeom::square(3, 2, 0, Rounding::Floor).unwrap();
-        for s in [shape(1, 96, 55, 55), shape(1, 256, 27, 27), shape(1, 256, 13, 13)] {
-            check_case(PoolKind::Max, g, s, random(s.numel(), 3), false);
-        }
-    }
 }
