@@ -88,7 +88,14 @@ fn tol(terms: usize) -> f64 {
     2e-6 * terms as f64 + 1e-6
 }
 
-fn geom(c: usize, o: usize, k: (usize, usize), stride: (usize, usize), pad: (usize, usize), groups: usize) -> Conv2dGeom {
+fn geom(
+    c: usize,
+    o: usize,
+    k: (usize, usize),
+    stride: (usize, usize),
+    pad: (usize, usize),
+    groups: usize,
+) -> Conv2dGeom {
     let g = Conv2dGeom {
         in_channels: c,
         out_channels: o,
@@ -135,8 +142,9 @@ fn check_against_reference(geom: &Conv2dGeom, input: Shape4, threads: usize, see
     assert_close(&format!("dw {case}"), &dw, &want_dw, tol(out.n * out.plane_len()));
     let mut db = vec![f32::NAN; geom.out_channels];
     conv2d_backward_bias(geom, input, &dy, &mut db).unwrap();
-    let want_db: Vec<f64> =
-        (0..out.c).map(|o| (0..out.numel()).filter(|i| (i / out.plane_len()) % out.c == o).map(|i| f64::from(dy[i])).sum()).collect();
+    let want_db: Vec<f64> = (0..out.c)
+        .map(|o| (0..out.numel()).filter(|i| (i / out.plane_len()) % out.c == o).map(|i| f64::from(dy[i])).sum())
+        .collect();
     assert_close(&format!("db {case}"), &db, &want_db, tol(out.n * out.plane_len()));
 }
 
@@ -239,7 +247,8 @@ fn check_sampled_against_direct_formulas(geom: &Conv2dGeom, input: Shape4, threa
     let mut dx = vec![f32::NAN; input.numel()];
     conv2d_backward_input(geom, input, &w, &dy, &mut dx, &mut ws).unwrap();
     for i in sample(seed + 1, dx.len(), 300) {
-        let (n, ci, iy, ix) = (i / input.image_len(), i / input.plane_len() % input.c, i / input.w % input.h, i % input.w);
+        let (n, ci, iy, ix) =
+            (i / input.image_len(), i / input.plane_len() % input.c, i / input.w % input.h, i % input.w);
         let (g, c) = (ci / cg, ci % cg);
         let mut want = 0.0;
         for o in g * og..(g + 1) * og {
@@ -338,7 +347,8 @@ fn gradients_match_central_differences() {
     for (seed, (g, input)) in cases.into_iter().enumerate() {
         let seed = 900 + 10 * seed as u64;
         let out = g.output_shape(input).unwrap();
-        let (x, w, b) = (random(seed, input.numel()), random(seed + 1, g.weight_len()), random(seed + 2, g.out_channels));
+        let (x, w, b) =
+            (random(seed, input.numel()), random(seed + 1, g.weight_len()), random(seed + 2, g.out_channels));
         let r = random(seed + 3, out.numel());
         let loss = Loss { geom: g, input, r: widen(&r) };
         let (x64, w64, b64) = (widen(&x), widen(&w), widen(&b));
@@ -425,9 +435,8 @@ fn invalid_inputs_are_errors_naming_the_values() {
     let (x, w, b, y) = (vec![0.0; input.numel()], vec![0.0; g.weight_len()], vec![0.0; 6], vec![0.0; out.numel()]);
     let mut ws = ConvWorkspace::with_threads(2);
     let short = |v: &[f32]| v[1..].to_vec();
-    let buffer_err = |op, buffer, expected: usize| {
-        ConvError::Core(Error::BufferSize { op, buffer, expected, got: expected - 1 })
-    };
+    let buffer_err =
+        |op, buffer, expected: usize| ConvError::Core(Error::BufferSize { op, buffer, expected, got: expected - 1 });
     let fwd = |x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], ws: &mut ConvWorkspace| {
         conv2d_forward(&g, input, x, w, Some(b), y, ws).unwrap_err()
     };
@@ -459,7 +468,11 @@ fn invalid_inputs_are_errors_naming_the_values() {
 
     // Geometry errors come first and are the same from all four functions.
     let bad: [(Conv2dGeom, Shape4, Error); 6] = [
-        (g, shape(2, 3, 5, 5), Error::ShapeMismatch { op: "conv2d", expected: vec![2, 4, 5, 5], got: vec![2, 3, 5, 5] }),
+        (
+            g,
+            shape(2, 3, 5, 5),
+            Error::ShapeMismatch { op: "conv2d", expected: vec![2, 4, 5, 5], got: vec![2, 3, 5, 5] },
+        ),
         (
             geom(4, 6, (8, 3), (1, 1), (1, 1), 2),
             input,
