@@ -1,3 +1,33 @@
-//! AlexNet model presets, the paper's training recipe, checkpoints and metrics.
+//! # alexnet
 //!
-//! Under construction.
+//! AlexNet (Krizhevsky, Sutskever, Hinton 2012) assembled from the workspace's parts: model
+//! presets as data ([`Preset`], [`Architecture`]), the paper's training recipe (SGD with
+//! momentum and weight decay, [`Schedule`]s including reduce-on-plateau), top-1/top-5
+//! metrics, checkpoints in safetensors, and a trainer over any `alex_core::Backend`.
+//!
+//! ```
+//! use alexnet::{Architecture, Preset};
+//!
+//! let paper = Architecture::default_for(Preset::Paper)?;
+//! assert_eq!(paper.trainable_params(), 60_965_224);
+//! println!("{}", paper.summary());
+//! # Ok::<(), alexnet::Error>(())
+//! ```
+
+mod atomic;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod init;
+pub mod metrics;
+pub mod plot;
+pub mod preset;
+pub mod schedule;
+
+pub use atomic::write_atomic;
+pub use checkpoint::{Checkpoint, CheckpointDir, TensorMap, TrainingState};
+pub use config::{BackendKind, DataConfig, OptimConfig, OutputConfig, RunConfig};
+pub use error::{Error, Result};
+pub use metrics::{EpochRecord, MetricsLog, SplitMetrics, TopK};
+pub use preset::{Architecture, InitScheme, LayerSpec, Padding, ParamRole, ParamSpec, Preset, ResolvedLayer};
+pub use schedule::{EpochDecision, LrScheduler, Schedule};

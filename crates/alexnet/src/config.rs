@@ -1,0 +1,304 @@
+//! A run's configuration: defaults per preset, a TOML file merged over them, and command
+//! line overrides on top. The resolved configuration is written into the run's folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::preset::{InitScheme, Preset};
+use crate::schedule::Schedule;
+
+/// Which compute device runs the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// The CPU backend of `alex-autograd`.
+    Cpu,
+    /// The OpenCL backend of `alex-opencl`.
+    Opencl,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(BackendKind::Cpu),
+            "opencl" => Ok(BackendKind::Opencl),
+            other => Err(Error::config(format!("unknown backend `{other}`; choose cpu or opencl"))),
+        }
+    }
+}
+
+/// Where the images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training data: an ImageNet-style folder (one sub-folder per class), a folder of IDX
+    /// files, or a CIFAR-10 binary folder. `None`: the embedded Fashion-MNIST.
+    pub train: Option<PathBuf>,
+    /// Validation data in the same layout; when absent, `val_fraction` of the training set
+    /// is held out (0: no validation).
+    pub val: Option<PathBuf>,
+    /// Fraction of the training set held out for validation when `val` is absent.
+    pub val_fraction: f64,
+    /// Test data, evaluated once at the end (the embedded set's test split by default).
+    pub test: Option<PathBuf>,
+    /// Use at most this many training images (smoke runs, tests).
+    pub max_train_images: Option<usize>,
+    /// Use at most this many validation/test images.
+    pub max_eval_images: Option<usize>,
+    /// Decode/augment worker threads.
+    pub workers: usize,
+    /// Random crops and flips (and PCA lighting on colour images) during training.
+    pub augment: bool,
+    /// The paper's PCA colour augmentation (colour images only).
+    pub pca_lighting: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            train: None,
+            val: None,
+            val_fraction: 0.0,
+            test: None,
+            max_train_images: None,
+            max_eval_images: None,
+            workers: 1,
+            augment: true,
+            pca_lighting: true,
+        }
+    }
+}
+
+/// Optimiser and schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Images per SGD step (paper: 128).
+    pub batch_size: usize,
+    /// Images per evaluation batch.
+    pub eval_batch_size: usize,
+    /// Base learning rate (paper: 0.01).
+    pub lr: f32,
+    /// Momentum (paper: 0.9).
+    pub momentum: f32,
+    /// Weight decay (paper: 0.0005).
+    pub weight_decay: f32,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Stop after this many steps (smoke runs); the epoch is cut short.
+    pub max_steps: Option<u64>,
+}
+
+/// Where outputs go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Parent folder of run folders.
+    pub runs_dir: PathBuf,
+    /// Checkpoints to keep besides the best.
+    pub keep_last: usize,
+}
+
+/// Everything a run depends on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Run name: the folder under `runs_dir`.
+    pub name: String,
+    /// Model preset.
+    pub preset: Preset,
+    /// Weight initialisation.
+    pub init: InitScheme,
+    /// Seed of initialisation, data order, augmentation and dropout.
+    pub seed: u64,
+    /// Compute backend.
+    pub backend: BackendKind,
+    /// OpenCL device index (from `cargo xtask devices`).
+    pub device: usize,
+    /// Compute threads (0: all cores).
+    pub threads: usize,
+    /// Data.
+    pub data: DataConfig,
+    /// Optimiser and schedule.
+    pub optim: OptimConfig,
+    /// Outputs.
+    pub output: OutputConfig,
+}
+
+impl RunConfig {
+    /// The defaults for `preset`: the paper's recipe for the ImageNet presets, and a short
+    /// cosine schedule for `mini` on Fashion-MNIST.
+    pub fn for_preset(preset: Preset) -> Self {
+        let optim = match preset {
+            Preset::Mini => OptimConfig {
+                epochs: 10,
+                batch_size: 128,
+                eval_batch_size: 500,
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 0.0005,
+                schedule: Schedule::Cosine { final_factor: 0.02 },
+                max_steps: None,
+            },
+            _ => OptimConfig {
+                epochs: 90,
+                batch_size: 128,
+                eval_batch_size: 128,
+                lr: 0.01,
+                momentum: 0.9,
+                weight_decay: 0.0005,
+                schedule: Schedule::paper(),
+                max_steps: None,
+            },
+        };
+        let data = match preset {
+            Preset::Mini => DataConfig { val_fraction: 0.0, workers: 1, ..DataConfig::default() },
+            _ => DataConfig { val_fraction: 0.02, workers: 2, ..DataConfig::default() },
+        };
+        Self {
+            name: preset.name().to_string(),
+            preset,
+            init: preset.default_init(),
+            seed: 42,
+            backend: BackendKind::Cpu,
+            device: 0,
+            threads: 0,
+            data,
+            optim,
+            output: OutputConfig { runs_dir: PathBuf::from("runs"), keep_last: 3 },
+        }
+    }
+
+    /// The defaults for the preset named in `text` (or `preset` when given, which wins),
+    /// with the TOML `text` merged over them.
+    pub fn from_toml(text: &str, preset: Option<Preset>) -> Result<Self> {
+        let file: toml::Table = toml::from_str(text).map_err(|e| Error::config(format!("config: {e}")))?;
+        let preset = match (preset, file.get("preset")) {
+            (Some(p), _) => p,
+            (None, Some(toml::Value::String(name))) => name.parse()?,
+            (None, Some(other)) => return Err(Error::config(format!("config: preset must be a string, got {other}"))),
+            (None, None) => Preset::Mini,
+        };
+        let defaults = Self::for_preset(preset);
+        let mut merged = toml::Table::try_from(&defaults).map_err(|e| Error::config(e.to_string()))?;
+        merge(&mut merged, file);
+        merged.insert("preset".into(), toml::Value::String(preset.name().into()));
+        let config: RunConfig =
+            merged.try_into().map_err(|e: toml::de::Error| Error::config(format!("config: {}", e.message())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file (see [`RunConfig::from_toml`]).
+    pub fn load(path: &Path, preset: Option<Preset>) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        Self::from_toml(&text, preset).map_err(|e| Error::config(format!("{}: {e}", path.display())))
+    }
+
+    /// The resolved configuration as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::config(e.to_string()))
+    }
+
+    /// The run's folder.
+    pub fn run_dir(&self) -> PathBuf {
+        self.output.runs_dir.join(&self.name)
+    }
+
+    /// Checks values that would otherwise fail later.
+    pub fn validate(&self) -> Result<()> {
+        let o = &self.optim;
+        let bad = |msg: String| Err(Error::config(msg));
+        if o.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if o.batch_size == 0 || o.eval_batch_size == 0 {
+            return bad("batch sizes must be at least 1".into());
+        }
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return bad(format!("learning rate {} must be positive", o.lr));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return bad(format!("momentum {} must be in [0, 1)", o.momentum));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return bad(format!("weight decay {} must be non-negative", o.weight_decay));
+        }
+        o.schedule.validate()?;
+        if !(0.0..1.0).contains(&self.data.val_fraction) {
+            return bad(format!("val fraction {} must be in [0, 1)", self.data.val_fraction));
+        }
+        if self.data.workers == 0 {
+            return bad("data workers must be at least 1".into());
+        }
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {
+            return bad(format!("run name `{}` must be a plain folder name", self.name));
+        }
+        Ok(())
+    }
+}
+
+/// Recursively overwrites `base` with `over`.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) if key != "schedule" => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        for preset in Preset::ALL {
+            let c = RunConfig::for_preset(preset);
+            c.validate().unwrap();
+            let back = RunConfig::from_toml(&c.to_toml().unwrap(), None).unwrap();
+            assert_eq!(back, c);
+        }
+    }
+
+    #[test]
+    fn file_merges_over_preset_defaults() {
+        let text = r#"
+            preset = "paper"
+            seed = 7
+            [optim]
+            epochs = 3
+            schedule = { kind = "step", every = 1, factor = 0.5 }
+            [data]
+            train = "/data/train"
+        "#;
+        let c = RunConfig::from_toml(text, None).unwrap();
+        assert_eq!(c.preset, Preset::Paper);
+        assert_eq!(c.seed, 7);
+        assert_eq!(c.optim.epochs, 3);
+        assert_eq!(c.optim.lr, 0.01, "untouched values keep the paper default");
+        assert_eq!(c.optim.schedule, Schedule::Step { every: 1, factor: 0.5 });
+        assert_eq!(c.data.train.as_deref(), Some(Path::new("/data/train")));
+        assert_eq!(c.init, InitScheme::Paper);
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let err = RunConfig::from_toml("[optim]\nepoch = 3\n", None).unwrap_err().to_string();
+        assert!(err.contains("epoch"), "{err}");
+        let err = RunConfig::from_toml("preset = \"vgg\"", None).unwrap_err().to_string();
+        assert!(err.contains("vgg"), "{err}");
+        let err = RunConfig::from_toml("[optim]\nlr = -1.0\n", None).unwrap_err().to_string();
+        assert!(err.contains("learning rate"), "{err}");
+        let err = RunConfig::from_toml("name = \"../x\"", None).unwrap_err().to_string();
+        assert!(err.contains("plain folder name"), "{err}");
+    }
+}

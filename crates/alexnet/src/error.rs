@@ -1,0 +1,84 @@
+//! The error type of the `alexnet` crate.
+
+use std::path::PathBuf;
+
+use alex_core::Shape4;
+use thiserror::Error;
+
+/// Everything that can go wrong building, training, saving or loading a model.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A geometry or backend error from `alex-core`.
+    #[error(transparent)]
+    Core(#[from] alex_core::Error),
+    /// An error from the autograd (shapes, parameters).
+    #[error(transparent)]
+    Autograd(#[from] alex_autograd::AutogradError),
+    /// A layer of a preset does not fit its input.
+    #[error("layer {layer} with input {input}: {source}")]
+    Layer {
+        /// The layer's label.
+        layer: String,
+        /// Its input shape (batch 1).
+        input: Shape4,
+        /// What the geometry said.
+        source: alex_core::Error,
+    },
+    /// No preset has this name.
+    #[error("unknown preset `{name}`; choose one of paper, caffenet, keras-bn, mini")]
+    UnknownPreset {
+        /// The name given.
+        name: String,
+    },
+    /// An invalid setting.
+    #[error("{message}")]
+    Config {
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A checkpoint file is truncated, corrupted, foreign or does not fit the model.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error("loss is {loss} at step {step} (epoch {epoch}); stopped. The last good checkpoint is kept{}", .last_good.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default())]
+    NonFiniteLoss {
+        /// Global step (batches since the start of training).
+        step: u64,
+        /// Epoch (0-based).
+        epoch: usize,
+        /// The loss value.
+        loss: f32,
+        /// The last checkpoint written before the failure, if any.
+        last_good: Option<PathBuf>,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
+    /// An [`Error::Config`].
+    pub fn config(message: impl Into<String>) -> Error {
+        Error::Config { message: message.into() }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

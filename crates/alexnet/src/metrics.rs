@@ -1,0 +1,188 @@
+//! Top-1/top-5 error, per-epoch records and the `metrics.jsonl` log.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The rank of `label` among `scores` (0 = highest). Ties count against the label only
+/// for classes with a lower index, so the rank is deterministic.
+pub fn rank_of(scores: &[f32], label: usize) -> usize {
+    let target = scores[label];
+    scores.iter().enumerate().filter(|&(j, &s)| s > target || (s == target && j < label)).count()
+}
+
+/// Counts of correct top-1 and top-5 predictions over many rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopK {
+    /// Rows seen.
+    pub count: u64,
+    /// Rows whose label has rank 0.
+    pub top1_correct: u64,
+    /// Rows whose label has rank < 5.
+    pub top5_correct: u64,
+}
+
+impl TopK {
+    /// Adds `batch` rows of `classes` scores (logits or probabilities) with their labels.
+    pub fn add_batch(&mut self, scores: &[f32], labels: &[usize], classes: usize) {
+        assert_eq!(scores.len(), labels.len() * classes, "scores and labels disagree");
+        for (row, &label) in scores.chunks_exact(classes).zip(labels) {
+            let rank = rank_of(row, label);
+            self.count += 1;
+            self.top1_correct += u64::from(rank == 0);
+            self.top5_correct += u64::from(rank < 5);
+        }
+    }
+
+    /// Top-1 error in [0, 1].
+    pub fn top1_error(&self) -> f64 {
+        1.0 - self.top1_correct as f64 / self.count.max(1) as f64
+    }
+
+    /// Top-5 error in [0, 1].
+    pub fn top5_error(&self) -> f64 {
+        1.0 - self.top5_correct as f64 / self.count.max(1) as f64
+    }
+}
+
+/// Loss and error of one pass over a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SplitMetrics {
+    /// Mean cross-entropy loss.
+    pub loss: f64,
+    /// Top-1 error in [0, 1].
+    pub top1_error: f64,
+    /// Top-5 error in [0, 1].
+    pub top5_error: f64,
+    /// Images evaluated.
+    pub images: u64,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch (1-based: the number of epochs finished).
+    pub epoch: usize,
+    /// Global step at the end of the epoch.
+    pub step: u64,
+    /// The learning rate at the end of the epoch.
+    pub lr: f32,
+    /// Training loss and error (running, with dropout and augmentation, as the paper reports).
+    pub train: SplitMetrics,
+    /// Validation loss and error (centre crop), when there is a validation set.
+    pub val: Option<SplitMetrics>,
+    /// Training throughput.
+    pub images_per_sec: f64,
+    /// Wall time of the epoch in seconds.
+    pub seconds: f64,
+}
+
+/// Appends records to `metrics.jsonl`, one JSON object a line.
+#[derive(Debug)]
+pub struct MetricsLog {
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// A log at `path` (created on the first append).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record and flushes it.
+    pub fn append(&self, record: &EpochRecord) -> Result<()> {
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(Error::io(&self.path))?;
+        let line = serde_json::to_string(record).map_err(|e| Error::config(e.to_string()))?;
+        writeln!(file, "{line}").map_err(Error::io(&self.path))
+    }
+
+    /// Reads all records (for plots and resumed runs).
+    pub fn read(&self) -> Result<Vec<EpochRecord>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.path)(e)),
+        };
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .map_err(|e| Error::config(format!("{} line {}: {e}", self.path.display(), i + 1)))
+            })
+            .collect()
+    }
+
+    /// Keeps only the records of epochs `<= epoch` (a resumed run rewrites what follows).
+    pub fn truncate_after(&self, epoch: usize) -> Result<()> {
+        let kept: Vec<EpochRecord> = self.read()?.into_iter().filter(|r| r.epoch <= epoch).collect();
+        let mut text = String::new();
+        for r in &kept {
+            text += &serde_json::to_string(r).map_err(|e| Error::config(e.to_string()))?;
+            text.push('\n');
+        }
+        crate::atomic::write_atomic(&self.path, text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_and_topk_by_hand() {
+        assert_eq!(rank_of(&[0.1, 0.5, 0.2], 1), 0);
+        assert_eq!(rank_of(&[0.1, 0.5, 0.2], 2), 1);
+        assert_eq!(rank_of(&[0.1, 0.5, 0.2], 0), 2);
+        // Ties: the lower index wins.
+        assert_eq!(rank_of(&[0.3, 0.3], 0), 0);
+        assert_eq!(rank_of(&[0.3, 0.3], 1), 1);
+
+        let mut t = TopK::default();
+        // 6 classes; row 0 label ranked 0, row 1 label ranked 5, row 2 ranked 4.
+        let scores = [
+            9.0, 1.0, 2.0, 3.0, 4.0, 5.0, //
+            9.0, 1.0, 2.0, 3.0, 4.0, 5.0, //
+            9.0, 1.0, 2.0, 3.0, 4.0, 5.0,
+        ];
+        t.add_batch(&scores, &[0, 1, 2], 6);
+        assert_eq!(t, TopK { count: 3, top1_correct: 1, top5_correct: 2 });
+        assert!((t.top1_error() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((t.top5_error() - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn jsonl_round_trip_and_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = MetricsLog::new(dir.path().join("metrics.jsonl"));
+        assert!(log.read().unwrap().is_empty());
+        let split = SplitMetrics { loss: 1.5, top1_error: 0.5, top5_error: 0.1, images: 100 };
+        for epoch in 1..=3 {
+            let rec = EpochRecord {
+                epoch,
+                step: epoch as u64 * 10,
+                lr: 0.01,
+                train: split,
+                val: Some(split),
+                images_per_sec: 123.0,
+                seconds: 2.0,
+            };
+            log.append(&rec).unwrap();
+        }
+        assert_eq!(log.read().unwrap().len(), 3);
+        log.truncate_after(1).unwrap();
+        let left = log.read().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].epoch, 1);
+        assert_eq!(left[0].val, Some(split));
+    }
+}
