@@ -196,7 +196,14 @@ impl Backend for OpenClBackend {
         ops::elementwise::activation_forward(self, f, x, y)
     }
 
-    fn activation_backward(&self, f: Activation, x: &ClBuffer, y: &ClBuffer, dy: &ClBuffer, dx: &mut ClBuffer) -> Result<()> {
+    fn activation_backward(
+        &self,
+        f: Activation,
+        x: &ClBuffer,
+        y: &ClBuffer,
+        dy: &ClBuffer,
+        dx: &mut ClBuffer,
+    ) -> Result<()> {
         ops::elementwise::activation_backward(self, f, x, y, dy, dx)
     }
 
@@ -236,15 +243,36 @@ impl Backend for OpenClBackend {
         ops::conv::forward(self, geom, input, x, w, bias, y)
     }
 
-    fn conv2d_backward_input(&self, geom: &Conv2dGeom, input: Shape4, w: &ClBuffer, dy: &ClBuffer, dx: &mut ClBuffer) -> Result<()> {
+    fn conv2d_backward_input(
+        &self,
+        geom: &Conv2dGeom,
+        input: Shape4,
+        w: &ClBuffer,
+        dy: &ClBuffer,
+        dx: &mut ClBuffer,
+    ) -> Result<()> {
         ops::conv::backward_input(self, geom, input, w, dy, dx)
     }
 
-    fn conv2d_backward_weight(&self, geom: &Conv2dGeom, input: Shape4, x: &ClBuffer, dy: &ClBuffer, dw: &mut ClBuffer) -> Result<()> {
+    fn conv2d_backward_weight(
+        &self,
+        geom: &Conv2dGeom,
+        input: Shape4,
+        x: &ClBuffer,
+        dy: &ClBuffer,
+        dw: &mut ClBuffer,
+    ) -> Result<()> {
         ops::conv::backward_weight(self, geom, input, x, dy, dw)
     }
 
-    fn pool_forward(&self, kind: PoolKind, geom: &PoolGeom, input: Shape4, x: &ClBuffer, y: &mut ClBuffer) -> Result<()> {
+    fn pool_forward(
+        &self,
+        kind: PoolKind,
+        geom: &PoolGeom,
+        input: Shape4,
+        x: &ClBuffer,
+        y: &mut ClBuffer,
+    ) -> Result<()> {
         ops::pool::forward(self, kind, geom, input, x, y)
     }
 
@@ -261,7 +289,14 @@ impl Backend for OpenClBackend {
         ops::pool::backward(self, kind, geom, input, x, y, dy, dx)
     }
 
-    fn lrn_forward(&self, params: &LrnParams, input: Shape4, x: &ClBuffer, y: &mut ClBuffer, scale: &mut ClBuffer) -> Result<()> {
+    fn lrn_forward(
+        &self,
+        params: &LrnParams,
+        input: Shape4,
+        x: &ClBuffer,
+        y: &mut ClBuffer,
+        scale: &mut ClBuffer,
+    ) -> Result<()> {
         ops::lrn::forward(self, params, input, x, y, scale)
     }
 
@@ -295,7 +330,19 @@ impl Backend for OpenClBackend {
         saved_inv_std: &mut ClBuffer,
         y: &mut ClBuffer,
     ) -> Result<()> {
-        ops::batchnorm::forward_train(self, params, layout, x, gamma, beta, running_mean, running_var, saved_mean, saved_inv_std, y)
+        ops::batchnorm::forward_train(
+            self,
+            params,
+            layout,
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            saved_mean,
+            saved_inv_std,
+            y,
+        )
     }
 
     fn batch_norm_forward_eval(

@@ -112,7 +112,9 @@ impl DeviceContext {
         let max_wg = info.max_work_group_size.max(1);
         let wg = if max_wg >= 256 { 256 } else { 1 << max_wg.ilog2() };
         let gemm_rts = if max_wg >= 256 { 16 } else { 8 };
-        let options = format!("-cl-std=CL1.2 -D RED_WG={wg} -D GEMM_RTS={gemm_rts} -D GEMM_WPT={GEMM_WPT} -D GEMM_TSK={GEMM_TSK}");
+        let options = format!(
+            "-cl-std=CL1.2 -D RED_WG={wg} -D GEMM_RTS={gemm_rts} -D GEMM_WPT={GEMM_WPT} -D GEMM_TSK={GEMM_TSK}"
+        );
         // One string: cl3 0.13's multi-source call passes `&str` fat pointers where C expects
         // `char*`s, which crashes for more than one source.
         let source = SOURCES.join("\n");

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use opencl3::context::Context;
 use opencl3::device::{CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_GPU, Device};
+use opencl3::error_codes::CL_PLATFORM_NOT_FOUND_KHR;
 use opencl3::platform::get_platforms;
 
 use crate::context::DeviceContext;
@@ -124,7 +125,12 @@ fn runtime() -> Result<&'static Runtime, OpenClError> {
 impl Runtime {
     fn init() -> Result<Self, OpenClError> {
         // A missing libOpenCL.so.1 surfaces here as DLOPEN_RUNTIME_LOAD_FAILED -> NoRuntime.
-        let platforms = get_platforms().cl("clGetPlatformIDs")?;
+        let platforms = match get_platforms() {
+            Ok(platforms) => platforms,
+            // The ICD loader found no driver at all.
+            Err(e) if e.0 == CL_PLATFORM_NOT_FOUND_KHR => return Err(OpenClError::NoDevice { platforms: 0 }),
+            Err(e) => return Err(OpenClError::api("clGetPlatformIDs", e)),
+        };
         let mut devices = Vec::new();
         for platform in &platforms {
             let platform_name = platform.name().cl("clGetPlatformInfo")?;
@@ -157,7 +163,12 @@ impl Runtime {
         };
         found.ok_or_else(|| OpenClError::DeviceNotFound {
             selector: selector.to_string(),
-            available: self.devices.iter().map(|(info, _)| format!("{}: {} / {}", info.index, info.platform, info.name)).collect::<Vec<_>>().join("; "),
+            available: self
+                .devices
+                .iter()
+                .map(|(info, _)| format!("{}: {} / {}", info.index, info.platform, info.name))
+                .collect::<Vec<_>>()
+                .join("; "),
         })
     }
 }

@@ -27,12 +27,20 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
         .enumerate()
         .map(|(i, (g, w))| (i, (g - w).abs() / (w.abs() + floor)))
         .fold((0, 0.0f32), |a, b| if b.1 > a.1 { b } else { a });
-    assert!(worst.1 <= rel, "{what}: worst relative error {} at {} (got {}, want {})", worst.1, worst.0, got[worst.0], want[worst.0]);
+    assert!(
+        worst.1 <= rel,
+        "{what}: worst relative error {} at {} (got {}, want {})",
+        worst.1,
+        worst.0,
+        got[worst.0],
+        want[worst.0]
+    );
 }
 
 fn check_conv(be: &OpenClBackend, geom: Conv2dGeom, input: Shape4) {
     let out = geom.output_shape(input).unwrap();
-    let (x, w, b, dy) = (random(input.numel(), 1), random(geom.weight_len(), 2), random(geom.out_channels, 3), random(out.numel(), 4));
+    let (x, w, b, dy) =
+        (random(input.numel(), 1), random(geom.weight_len(), 2), random(geom.out_channels, 3), random(out.numel(), 4));
     let mut ws = ConvWorkspace::new();
     let (mut y, mut dx, mut dw) = (vec![0.0; out.numel()], vec![0.0; input.numel()], vec![0.0; w.len()]);
     alex_conv::conv2d_forward(&geom, input, &x, &w, Some(&b), &mut y, &mut ws).unwrap();
@@ -126,7 +134,9 @@ fn max_pool_nan_wins_like_the_cpu() {
 #[test]
 fn alexnet_lrn_both_conventions() {
     let Some(be) = test_backend() else { return };
-    for (input, convention) in [(shape(1, 96, 55, 55), AlphaConvention::Paper), (shape(1, 256, 27, 27), AlphaConvention::Average)] {
+    for (input, convention) in
+        [(shape(1, 96, 55, 55), AlphaConvention::Paper), (shape(1, 256, 27, 27), AlphaConvention::Average)]
+    {
         let params = LrnParams { convention, ..LrnParams::paper() };
         // ReLU-like magnitudes up to 30 so that the normalisation is far from the identity.
         let x: Vec<f32> = random(input.numel(), 7).iter().map(|v| 30.0 * v).collect();

@@ -65,9 +65,20 @@ impl Plan {
         ])
     }
 
-    fn im2col(&self, be: &OpenClBackend, geom: &Conv2dGeom, x: &ClBuffer, (i0, nb): (usize, usize), col: &ClBuffer) -> Result<()> {
+    fn im2col(
+        &self,
+        be: &OpenClBackend,
+        geom: &Conv2dGeom,
+        x: &ClBuffer,
+        (i0, nb): (usize, usize),
+        col: &ClBuffer,
+    ) -> Result<()> {
         let total = nb * self.groups * self.k * self.p;
-        let mut args = vec![Arg::U32(u("column length", total)?), Arg::Buf(x), Arg::U32(u("offset", i0 * self.input.image_len())?)];
+        let mut args = vec![
+            Arg::U32(u("column length", total)?),
+            Arg::Buf(x),
+            Arg::U32(u("offset", i0 * self.input.image_len())?),
+        ];
         args.extend(self.window_args(geom)?);
         args.push(Arg::Buf(col));
         be.launch_1d(Kern::Im2col, total, &args)
@@ -265,7 +276,8 @@ mod tests {
     fn check_case(g: Conv2dGeom, s: Shape4, gradcheck: bool) {
         let Some(be) = backend() else { return };
         let out = g.output_shape(s).unwrap();
-        let (x, w, b, dy) = (random(s.numel(), 1), random(g.weight_len(), 2), random(g.out_channels, 3), random(out.numel(), 4));
+        let (x, w, b, dy) =
+            (random(s.numel(), 1), random(g.weight_len(), 2), random(g.out_channels, 3), random(out.numel(), 4));
         let (xd, wd, bd, dyd) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&dy));
         let mut y = be.zeros(out.numel()).unwrap();
         be.conv2d_forward(&g, s, &up(&be, &x), &up(&be, &w), Some(&up(&be, &b)), &mut y).unwrap();
@@ -291,8 +303,20 @@ mod tests {
     fn small_geometries_with_groups_stride_padding() {
         check_case(Conv2dGeom::square(3, 4, 3, 1, 1, 1).unwrap(), shape(2, 3, 5, 6), true);
         check_case(Conv2dGeom::square(4, 6, 3, 2, 1, 2).unwrap(), shape(3, 4, 7, 7), true);
-        check_case(Conv2dGeom::square(2, 2, 2, 3, 0, 1).unwrap().with_rounding(Rounding::Ceil), shape(1, 2, 7, 8), true);
-        let rect = Conv2dGeom { kernel_h: 3, kernel_w: 2, stride_h: 2, stride_w: 1, pad_h: 0, pad_w: 1, ..Conv2dGeom::square(6, 3, 1, 1, 0, 3).unwrap() };
+        check_case(
+            Conv2dGeom::square(2, 2, 2, 3, 0, 1).unwrap().with_rounding(Rounding::Ceil),
+            shape(1, 2, 7, 8),
+            true,
+        );
+        let rect = Conv2dGeom {
+            kernel_h: 3,
+            kernel_w: 2,
+            stride_h: 2,
+            stride_w: 1,
+            pad_h: 0,
+            pad_w: 1,
+            ..Conv2dGeom::square(6, 3, 1, 1, 0, 3).unwrap()
+        };
         check_case(rect, shape(2, 6, 6, 5), true);
     }
 

@@ -6,10 +6,21 @@ use crate::backend::{OpenClBackend, u};
 use crate::buffer::ClBuffer;
 use crate::context::{Arg, Kern};
 
-pub(crate) fn forward(be: &OpenClBackend, p: f32, seed: u64, x: &ClBuffer, mask: &mut ClBuffer, y: &mut ClBuffer) -> Result<()> {
+pub(crate) fn forward(
+    be: &OpenClBackend,
+    p: f32,
+    seed: u64,
+    x: &ClBuffer,
+    mask: &mut ClBuffer,
+    y: &mut ClBuffer,
+) -> Result<()> {
     const OP: &str = "dropout_forward";
     if !(0.0..1.0).contains(&p) {
-        return Err(Error::InvalidParameter { what: "dropout probability", value: p.into(), reason: "must be in [0, 1)" });
+        return Err(Error::InvalidParameter {
+            what: "dropout probability",
+            value: p.into(),
+            reason: "must be in [0, 1)",
+        });
     }
     let n = x.len();
     be.check(OP, "x", x, n)?;
@@ -19,7 +30,15 @@ pub(crate) fn forward(be: &OpenClBackend, p: f32, seed: u64, x: &ClBuffer, mask:
     be.launch_1d(
         Kern::DropoutForward,
         n,
-        &[Arg::U32(u("length", n)?), Arg::F32(p), Arg::F32(keep_scale), Arg::U64(seed), Arg::Buf(x), Arg::Buf(mask), Arg::Buf(y)],
+        &[
+            Arg::U32(u("length", n)?),
+            Arg::F32(p),
+            Arg::F32(keep_scale),
+            Arg::U64(seed),
+            Arg::Buf(x),
+            Arg::Buf(mask),
+            Arg::Buf(y),
+        ],
     )
 }
 

@@ -32,7 +32,14 @@ pub(crate) fn axpy(be: &OpenClBackend, alpha: f32, x: &ClBuffer, y: &mut ClBuffe
     be.launch_1d(Kern::Axpy, n, &[Arg::U32(u("length", n)?), Arg::F32(alpha), Arg::Buf(x), Arg::Buf(y)])
 }
 
-pub(crate) fn add_scaled(be: &OpenClBackend, alpha: f32, a: &ClBuffer, beta: f32, b: &ClBuffer, out: &mut ClBuffer) -> Result<()> {
+pub(crate) fn add_scaled(
+    be: &OpenClBackend,
+    alpha: f32,
+    a: &ClBuffer,
+    beta: f32,
+    b: &ClBuffer,
+    out: &mut ClBuffer,
+) -> Result<()> {
     let n = a.len();
     be.check("add_scaled", "a", a, n)?;
     be.check("add_scaled", "b", b, n)?;
@@ -110,11 +117,23 @@ pub(crate) fn activation_backward(
     be.launch_1d(
         Kern::ActivationBackward,
         n,
-        &[Arg::U32(u("length", n)?), Arg::U32(activation_code(f)), Arg::Buf(x), Arg::Buf(y), Arg::Buf(dy), Arg::Buf(dx)],
+        &[
+            Arg::U32(u("length", n)?),
+            Arg::U32(activation_code(f)),
+            Arg::Buf(x),
+            Arg::Buf(y),
+            Arg::Buf(dy),
+            Arg::Buf(dx),
+        ],
     )
 }
 
-pub(crate) fn add_channel_bias(be: &OpenClBackend, layout: ChannelLayout, bias: &ClBuffer, y: &mut ClBuffer) -> Result<()> {
+pub(crate) fn add_channel_bias(
+    be: &OpenClBackend,
+    layout: ChannelLayout,
+    bias: &ClBuffer,
+    y: &mut ClBuffer,
+) -> Result<()> {
     be.check("add_channel_bias", "bias", bias, layout.channels)?;
     be.check("add_channel_bias", "y", y, layout.numel())?;
     let n = layout.numel();
@@ -131,7 +150,12 @@ pub(crate) fn add_channel_bias(be: &OpenClBackend, layout: ChannelLayout, bias: 
     )
 }
 
-pub(crate) fn channel_bias_grad(be: &OpenClBackend, layout: ChannelLayout, dy: &ClBuffer, dbias: &mut ClBuffer) -> Result<()> {
+pub(crate) fn channel_bias_grad(
+    be: &OpenClBackend,
+    layout: ChannelLayout,
+    dy: &ClBuffer,
+    dbias: &mut ClBuffer,
+) -> Result<()> {
     be.check("channel_bias_grad", "dy", dy, layout.numel())?;
     be.check("channel_bias_grad", "dbias", dbias, layout.channels)?;
     be.launch_groups(
@@ -167,13 +191,28 @@ mod tests {
         be.copy(&da, &mut out).unwrap();
         assert_eq!(down(&be, &out), a);
         be.axpy(-0.5, &db, &mut out).unwrap();
-        assert_close("axpy", &down(&be, &out), &a.iter().zip(&b).map(|(&x, &y)| f64::from(x) - 0.5 * f64::from(y)).collect::<Vec<_>>(), 1e-6);
+        assert_close(
+            "axpy",
+            &down(&be, &out),
+            &a.iter().zip(&b).map(|(&x, &y)| f64::from(x) - 0.5 * f64::from(y)).collect::<Vec<_>>(),
+            1e-6,
+        );
         be.add_scaled(2.0, &da, -3.0, &db, &mut out).unwrap();
-        assert_close("add_scaled", &down(&be, &out), &a.iter().zip(&b).map(|(&x, &y)| 2.0 * f64::from(x) - 3.0 * f64::from(y)).collect::<Vec<_>>(), 1e-6);
+        assert_close(
+            "add_scaled",
+            &down(&be, &out),
+            &a.iter().zip(&b).map(|(&x, &y)| 2.0 * f64::from(x) - 3.0 * f64::from(y)).collect::<Vec<_>>(),
+            1e-6,
+        );
         be.scale(0.25, &da, &mut out).unwrap();
         assert_close("scale", &down(&be, &out), &a.iter().map(|&x| 0.25 * f64::from(x)).collect::<Vec<_>>(), 1e-7);
         be.mul(&da, &db, &mut out).unwrap();
-        assert_close("mul", &down(&be, &out), &a.iter().zip(&b).map(|(&x, &y)| f64::from(x) * f64::from(y)).collect::<Vec<_>>(), 1e-7);
+        assert_close(
+            "mul",
+            &down(&be, &out),
+            &a.iter().zip(&b).map(|(&x, &y)| f64::from(x) * f64::from(y)).collect::<Vec<_>>(),
+            1e-7,
+        );
     }
 
     #[test]

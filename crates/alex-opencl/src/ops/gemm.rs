@@ -51,7 +51,8 @@ pub(crate) fn gemm_batched(
     };
     let rts = be.gemm_rts();
     let tile = rts * GEMM_WPT;
-    let mut args = vec![Arg::U32(u("m", m)?), Arg::U32(u("n", n)?), Arg::U32(u("k", k)?), Arg::F32(alpha), Arg::F32(beta)];
+    let mut args =
+        vec![Arg::U32(u("m", m)?), Arg::U32(u("n", n)?), Arg::U32(u("k", k)?), Arg::F32(alpha), Arg::F32(beta)];
     for view in [a, b, c] {
         args.extend([
             Arg::Buf(view.buf),
@@ -106,7 +107,18 @@ mod tests {
 
     /// Direct f64 `alpha * op(a) * op(b) + beta * c`.
     #[allow(clippy::too_many_arguments)]
-    fn reference(ta: bool, tb: bool, m: usize, n: usize, k: usize, alpha: f64, a: &[f32], b: &[f32], beta: f64, c: &[f32]) -> Vec<f64> {
+    fn reference(
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a: &[f32],
+        b: &[f32],
+        beta: f64,
+        c: &[f32],
+    ) -> Vec<f64> {
         let at = |i: usize, p: usize| f64::from(if ta { a[p * m + i] } else { a[i * k + p] });
         let bt = |p: usize, j: usize| f64::from(if tb { b[j * k + p] } else { b[p * n + j] });
         (0..m * n)
@@ -121,7 +133,8 @@ mod tests {
     fn all_transposes_edge_tiles_alpha_beta() {
         let Some(be) = backend() else { return };
         // Sizes around the 64 tile and the 16-deep k panel, plus degenerate ones.
-        let shapes = [(1, 1, 1), (3, 5, 7), (64, 64, 16), (65, 63, 17), (17, 130, 33), (100, 1, 50), (1, 100, 300), (5, 4, 0)];
+        let shapes =
+            [(1, 1, 1), (3, 5, 7), (64, 64, 16), (65, 63, 17), (17, 130, 33), (100, 1, 50), (1, 100, 300), (5, 4, 0)];
         for (s, &(m, n, k)) in shapes.iter().enumerate() {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 let seed = 10 * s as u64;
@@ -130,7 +143,12 @@ mod tests {
                     let mut c = up(&be, &c0);
                     be.gemm(ta, tb, m, n, k, alpha, &up(&be, &a), &up(&be, &b), beta, &mut c).unwrap();
                     let want = reference(ta, tb, m, n, k, alpha.into(), &a, &b, beta.into(), &c0);
-                    assert_close(&format!("gemm {m}x{n}x{k} ta={ta} tb={tb} a={alpha} b={beta}"), &down(&be, &c), &want, 1e-4);
+                    assert_close(
+                        &format!("gemm {m}x{n}x{k} ta={ta} tb={tb} a={alpha} b={beta}"),
+                        &down(&be, &c),
+                        &want,
+                        1e-4,
+                    );
                 }
             }
         }

@@ -6,7 +6,14 @@ use crate::backend::{OpenClBackend, u};
 use crate::buffer::ClBuffer;
 use crate::context::{Arg, Kern};
 
-pub(crate) fn forward(be: &OpenClBackend, params: &LrnParams, input: Shape4, x: &ClBuffer, y: &mut ClBuffer, scale: &mut ClBuffer) -> Result<()> {
+pub(crate) fn forward(
+    be: &OpenClBackend,
+    params: &LrnParams,
+    input: Shape4,
+    x: &ClBuffer,
+    y: &mut ClBuffer,
+    scale: &mut ClBuffer,
+) -> Result<()> {
     const OP: &str = "lrn_forward";
     params.validate()?;
     let n = input.numel();

@@ -22,7 +22,14 @@ fn window_args(geom: &PoolGeom, input: Shape4, out: Shape4) -> Result<[Arg<'stat
     ])
 }
 
-pub(crate) fn forward(be: &OpenClBackend, kind: PoolKind, geom: &PoolGeom, input: Shape4, x: &ClBuffer, y: &mut ClBuffer) -> Result<()> {
+pub(crate) fn forward(
+    be: &OpenClBackend,
+    kind: PoolKind,
+    geom: &PoolGeom,
+    input: Shape4,
+    x: &ClBuffer,
+    y: &mut ClBuffer,
+) -> Result<()> {
     const OP: &str = "pool_forward";
     let out = geom.output_shape(input)?;
     be.check(OP, "x", x, input.numel())?;
@@ -151,7 +158,18 @@ mod tests {
                 (PoolGeom::square(3, 2, 0, Rounding::Floor).unwrap(), shape(2, 3, 9, 8)),
                 (PoolGeom::square(3, 2, 1, Rounding::Ceil).unwrap(), shape(1, 2, 6, 7)),
                 (PoolGeom::square(2, 2, 0, Rounding::Ceil).unwrap(), shape(1, 2, 7, 7)),
-                (PoolGeom { window_h: 3, window_w: 2, stride_h: 1, stride_w: 3, pad_h: 1, pad_w: 0, rounding: Rounding::Floor }, shape(2, 1, 5, 8)),
+                (
+                    PoolGeom {
+                        window_h: 3,
+                        window_w: 2,
+                        stride_h: 1,
+                        stride_w: 3,
+                        pad_h: 1,
+                        pad_w: 0,
+                        rounding: Rounding::Floor,
+                    },
+                    shape(2, 1, 5, 8),
+                ),
             ] {
                 check_case(kind, g, s, random(s.numel(), 8), true);
             }

@@ -6,7 +6,13 @@ use crate::backend::{OpenClBackend, u};
 use crate::buffer::ClBuffer;
 use crate::context::{Arg, Kern};
 
-pub(crate) fn step(be: &OpenClBackend, step: &SgdStep, w: &mut ClBuffer, grad: &ClBuffer, velocity: &mut ClBuffer) -> Result<()> {
+pub(crate) fn step(
+    be: &OpenClBackend,
+    step: &SgdStep,
+    w: &mut ClBuffer,
+    grad: &ClBuffer,
+    velocity: &mut ClBuffer,
+) -> Result<()> {
     const OP: &str = "sgd_step";
     let n = w.len();
     be.check(OP, "w", w, n)?;

@@ -47,7 +47,14 @@ pub(crate) fn backward(
     be.launch_1d(
         Kern::SoftmaxXentBackward,
         n,
-        &[Arg::U32(u("length", n)?), Arg::U32(u("classes", classes)?), Arg::F32(scale), Arg::Buf(probs), Arg::Buf(labels), Arg::Buf(dlogits)],
+        &[
+            Arg::U32(u("length", n)?),
+            Arg::U32(u("classes", classes)?),
+            Arg::F32(scale),
+            Arg::Buf(probs),
+            Arg::Buf(labels),
+            Arg::Buf(dlogits),
+        ],
     )
 }
 
@@ -102,12 +109,23 @@ mod tests {
             if batch * classes <= 30 {
                 // The reference gradient of the mean loss, by central differences (unscaled logits).
                 let z1: Vec<f64> = zd.iter().map(|v| v / 60.0).collect();
-                let p1: Vec<f64> = z1.chunks(classes).flat_map(|row| {
-                    let s: f64 = row.iter().map(|v| v.exp()).sum();
-                    row.iter().map(move |v| v.exp() / s).collect::<Vec<_>>()
-                }).collect();
-                let g: Vec<f64> = (0..batch * classes).map(|i| (p1[i] - f64::from(u8::from(labels[i / classes] == i % classes))) / batch as f64).collect();
-                check_vjp("softmax reference", |z| vec![ref_loss(classes, z, &labels).iter().sum::<f64>() / batch as f64], &z1, &[1.0], &g);
+                let p1: Vec<f64> = z1
+                    .chunks(classes)
+                    .flat_map(|row| {
+                        let s: f64 = row.iter().map(|v| v.exp()).sum();
+                        row.iter().map(move |v| v.exp() / s).collect::<Vec<_>>()
+                    })
+                    .collect();
+                let g: Vec<f64> = (0..batch * classes)
+                    .map(|i| (p1[i] - f64::from(u8::from(labels[i / classes] == i % classes))) / batch as f64)
+                    .collect();
+                check_vjp(
+                    "softmax reference",
+                    |z| vec![ref_loss(classes, z, &labels).iter().sum::<f64>() / batch as f64],
+                    &z1,
+                    &[1.0],
+                    &g,
+                );
             }
         }
     }
