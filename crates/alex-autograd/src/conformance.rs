@@ -1,1 +1,0 @@
-//! Backend-generic test bodies (in progress).
