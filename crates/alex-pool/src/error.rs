@@ -19,6 +19,16 @@ pub enum PoolError {
         /// The shape as `[n, c, h, w]`.
         dims: [usize; 4],
     },
+    /// A pooling plane has more cells than a `u32` plane-local index can address.
+    #[error("{op}: an input plane of {h} x {w} cells is larger than u32 indices address")]
+    PlaneTooLarge {
+        /// The op that rejected the shape.
+        op: &'static str,
+        /// Plane height.
+        h: usize,
+        /// Plane width.
+        w: usize,
+    },
 }
 
 /// `Result` with [`PoolError`].

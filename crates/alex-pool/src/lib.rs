@@ -51,6 +51,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
 mod error;
 pub mod lrn;
 pub mod pool;
@@ -61,6 +64,29 @@ pub use alex_core::{AlphaConvention, LrnParams, PoolGeom, PoolKind, Rounding, Sh
 pub use error::{PoolError, Result};
 pub use lrn::{lrn_backward, lrn_forward};
 pub use pool::{pool_backward, pool_forward};
+
+thread_local! {
+    /// Per-thread working memory of the kernels (a row of pooling folds, LRN's ring of planes).
+    static F32_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread working memory for plane-local indices (max pooling's argmax row).
+    static U32_SCRATCH: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch buffer `key`, `len` long (contents unspecified). The
+/// buffer is allocated on a thread's first use and grows when needed, so steady-state calls
+/// allocate nothing. `f` must not ask for the same `key` again.
+fn with_scratch<T: Copy + Default + 'static, R>(
+    key: &'static LocalKey<RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    key.with_borrow_mut(|buffer| {
+        if buffer.len() < len {
+            buffer.resize(len, T::default());
+        }
+        f(&mut buffer[..len])
+    })
+}
 
 /// Re-validates `shape` (its fields are public) and returns its element count.
 fn checked_numel(op: &'static str, shape: Shape4) -> Result<usize> {

@@ -1,17 +1,11 @@
 //! LRN backward.
 
-use std::cell::RefCell;
-
 use alex_core::{LrnParams, Shape4};
 use rayon::prelude::*;
 
 use super::{InversePower, check, with_inverse_power};
 use crate::error::Result;
-
-thread_local! {
-    /// Per-thread ring of `n` planes of `dy_j * b_j / s_j`; grows once, then is reused.
-    static RING: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
+use crate::{F32_SCRATCH, with_scratch};
 
 /// The gradient `dx` of local response normalisation from `dy`; `dx` is overwritten.
 ///
@@ -64,13 +58,7 @@ pub fn lrn_backward(
             let image = |t| image_of(t, n, image_len);
             let views = Image { x: image(x), y: image(y), scale: image(scale), dy: image(dy), channels, plane };
             dx.par_chunks_mut(block * plane).enumerate().for_each(|(b, dx)| {
-                RING.with_borrow_mut(|ring| {
-                    let need = params.size * plane;
-                    if ring.len() < need {
-                        ring.resize(need, 0.0);
-                    }
-                    backward_block(params, power, cross, &views, b * block, dx, &mut ring[..need]);
-                })
+                with_scratch(&F32_SCRATCH, params.size * plane, |ring| backward_block(params, power, cross, &views, b * block, dx, ring))
             })
         })
     });

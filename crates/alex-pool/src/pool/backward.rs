@@ -3,8 +3,9 @@
 use alex_core::{PoolGeom, PoolKind, Shape4};
 use rayon::prelude::*;
 
-use super::{Planes, op_name, window_argmax};
+use super::{Planes, beats, op_name, window_argmax};
 use crate::error::Result;
+use crate::{F32_SCRATCH, U32_SCRATCH, with_scratch};
 
 /// The gradient `dx` of pooling from the output gradient `dy`; `dx` is overwritten.
 ///
@@ -43,38 +44,82 @@ pub fn pool_backward(
         &[("y", y.len()), ("dy", dy.len())],
     )?;
     let planes = &planes;
-    dx.par_chunks_mut(planes.in_plane())
-        .zip(x.par_chunks(planes.in_plane()))
-        .zip(dy.par_chunks(planes.out_plane()))
-        .for_each(|((dx, x), dy)| match kind {
-            PoolKind::Max => max_plane(planes, x, dy, dx),
-            PoolKind::Avg => avg_plane(planes, dy, dx),
-        });
+    let dx_dy = dx.par_chunks_mut(planes.in_plane()).zip(dy.par_chunks(planes.out_plane()));
+    match kind {
+        PoolKind::Max => dx_dy.zip(x.par_chunks(planes.in_plane())).for_each(|((dx, dy), x)| {
+            let inner = planes.inner_cols.len();
+            with_scratch(&F32_SCRATCH, inner + planes.phases_len(), |scratch| {
+                let (best, phases) = scratch.split_at_mut(inner);
+                with_scratch(&U32_SCRATCH, inner, |best_at| max_plane(planes, x, dy, dx, phases, best, best_at))
+            })
+        }),
+        PoolKind::Avg => dx_dy.for_each(|(dx, dy)| {
+            with_scratch(&F32_SCRATCH, planes.input.w, |spread| avg_plane(planes, dy, dx, spread))
+        }),
+    }
     Ok(())
 }
 
-fn max_plane(planes: &Planes, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    dx.fill(0.0);
-    for (oh, dy_row) in dy.chunks_exact(planes.output.w).enumerate() {
-        let rows = planes.rows(oh);
-        for (ow, &g) in dy_row.iter().enumerate() {
-            dx[window_argmax(x, planes.input.w, rows.clone(), planes.cols(ow))] += g;
-        }
-    }
-}
-
-fn avg_plane(planes: &Planes, dy: &[f32], dx: &mut [f32]) {
+/// One plane: the inner windows of an output row are searched together (`best`, `best_at`
+/// hold their running maxima), the edge windows one by one; then each gradient is added at its
+/// window's first maximum.
+fn max_plane(
+    planes: &Planes,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    phases: &mut [f32],
+    best: &mut [f32],
+    best_at: &mut [u32],
+) {
     let width = planes.input.w;
     dx.fill(0.0);
     for (oh, dy_row) in dy.chunks_exact(planes.output.w).enumerate() {
         let rows = planes.rows(oh);
+        if !best.is_empty() {
+            // Window cells in row-major order, each across all inner windows at once.
+            let mut first_cell = true;
+            for r in rows.clone() {
+                planes.split_phases(&x[r * width..][..width], phases);
+                for kw in 0..planes.geom.window_w {
+                    let cell_start = r * width + planes.inner_start() + kw;
+                    let cells = planes.inner_cells(phases, kw);
+                    for (j, ((b, at), &v)) in best.iter_mut().zip(best_at.iter_mut()).zip(cells).enumerate() {
+                        // A bit mask rather than `if`: LLVM turns an `if` here into masked
+                        // stores, which SSE2 can only do one lane at a time.
+                        let take = u32::from(first_cell | beats(v, *b)).wrapping_neg();
+                        *b = f32::from_bits((v.to_bits() & take) | (b.to_bits() & !take));
+                        *at = ((cell_start + j * planes.geom.stride_w) as u32 & take) | (*at & !take);
+                    }
+                    first_cell = false;
+                }
+            }
+            for (&at, &g) in best_at.iter().zip(&dy_row[planes.inner_cols.clone()]) {
+                dx[at as usize] += g;
+            }
+        }
+        for ow in planes.edge_cols() {
+            dx[window_argmax(x, width, rows.clone(), planes.cols(ow))] += dy_row[ow];
+        }
+    }
+}
+
+/// One plane, separably: spread an output row's shares over the columns into `spread`, then
+/// add `spread` to each window row (contiguous, vectorised).
+fn avg_plane(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32]) {
+    let width = planes.input.w;
+    dx.fill(0.0);
+    for (oh, dy_row) in dy.chunks_exact(planes.output.w).enumerate() {
+        let rows = planes.rows(oh);
+        spread.fill(0.0);
         for (ow, &g) in dy_row.iter().enumerate() {
             let cols = planes.cols(ow);
             let share = g / (rows.len() * cols.len()) as f32;
-            for r in rows.clone() {
-                for d in &mut dx[r * width + cols.start..r * width + cols.end] {
-                    *d += share;
-                }
+            spread[cols].iter_mut().for_each(|s| *s += share);
+        }
+        for r in rows {
+            for (d, &s) in dx[r * width..][..width].iter_mut().zip(&*spread) {
+                *d += s;
             }
         }
     }

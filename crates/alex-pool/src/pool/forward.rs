@@ -3,8 +3,9 @@
 use alex_core::{PoolGeom, PoolKind, Shape4};
 use rayon::prelude::*;
 
-use super::{Planes, op_name};
+use super::{Planes, max_or_nan, op_name};
 use crate::error::Result;
+use crate::{F32_SCRATCH, with_scratch};
 
 /// Max or average pooling of the NCHW tensor `x` of shape `input` into `y`, whose shape is
 /// `geom.output_shape(input)`. See the [module rules](crate::pool) for windows, padding and
@@ -27,45 +28,86 @@ use crate::error::Result;
 /// ```
 pub fn pool_forward(kind: PoolKind, geom: &PoolGeom, input: Shape4, x: &[f32], y: &mut [f32]) -> Result<()> {
     let planes = Planes::new(op_name(kind, false), geom, input, &[("x", x.len())], &[("y", y.len())])?;
-    let planes = &planes;
-    y.par_chunks_mut(planes.out_plane()).zip(x.par_chunks(planes.in_plane())).for_each(|(y, x)| match kind {
-        PoolKind::Max => max_plane(planes, x, y),
-        PoolKind::Avg => avg_plane(planes, x, y),
-    });
+    match kind {
+        PoolKind::Max => forward::<Max>(&planes, x, y),
+        PoolKind::Avg => forward::<Mean>(&planes, x, y),
+    }
     Ok(())
 }
 
-fn max_plane(planes: &Planes, x: &[f32], y: &mut [f32]) {
-    let width = planes.input.w;
-    for (oh, y_row) in y.chunks_exact_mut(planes.output.w).enumerate() {
-        let rows = planes.rows(oh);
-        for (ow, out) in y_row.iter_mut().enumerate() {
-            let cols = planes.cols(ow);
-            let mut best = x[rows.start * width + cols.start];
-            for r in rows.clone() {
-                for &v in &x[r * width + cols.start..r * width + cols.end] {
-                    // Same winner value as `window_argmax`: larger, or NaN.
-                    if v > best || v.is_nan() {
-                        best = v;
-                    }
-                }
-            }
-            *out = best;
-        }
+/// A window reduction that can be done rows first, then columns.
+trait Reduction {
+    /// Folds `v` into the running value `acc`.
+    fn fold(acc: f32, v: f32) -> f32;
+    /// The output from the folded value of `cells` input cells.
+    fn finish(acc: f32, cells: usize) -> f32;
+}
+
+struct Max;
+
+impl Reduction for Max {
+    #[inline(always)]
+    fn fold(acc: f32, v: f32) -> f32 {
+        max_or_nan(v, acc)
+    }
+
+    #[inline(always)]
+    fn finish(acc: f32, _cells: usize) -> f32 {
+        acc
     }
 }
 
-fn avg_plane(planes: &Planes, x: &[f32], y: &mut [f32]) {
+struct Mean;
+
+impl Reduction for Mean {
+    #[inline(always)]
+    fn fold(acc: f32, v: f32) -> f32 {
+        acc + v
+    }
+
+    #[inline(always)]
+    fn finish(acc: f32, cells: usize) -> f32 {
+        acc / cells as f32
+    }
+}
+
+fn forward<R: Reduction>(planes: &Planes, x: &[f32], y: &mut [f32]) {
+    y.par_chunks_mut(planes.out_plane()).zip(x.par_chunks(planes.in_plane())).for_each(|(y, x)| {
+        with_scratch(&F32_SCRATCH, planes.input.w + planes.phases_len(), |scratch| {
+            let (column_fold, phases) = scratch.split_at_mut(planes.input.w);
+            forward_plane::<R>(planes, x, y, column_fold, phases)
+        })
+    });
+}
+
+/// One plane, separably: for each output row, fold its window rows into `column_fold`, then
+/// fold each window's columns of that. Both inner loops run over contiguous outputs.
+fn forward_plane<R: Reduction>(planes: &Planes, x: &[f32], y: &mut [f32], column_fold: &mut [f32], phases: &mut [f32]) {
     let width = planes.input.w;
     for (oh, y_row) in y.chunks_exact_mut(planes.output.w).enumerate() {
         let rows = planes.rows(oh);
-        for (ow, out) in y_row.iter_mut().enumerate() {
-            let cols = planes.cols(ow);
-            let mut sum = 0.0f32;
-            for r in rows.clone() {
-                sum += x[r * width + cols.start..r * width + cols.end].iter().sum::<f32>();
+        column_fold.copy_from_slice(&x[rows.start * width..][..width]);
+        for r in rows.start + 1..rows.end {
+            for (acc, &v) in column_fold.iter_mut().zip(&x[r * width..][..width]) {
+                *acc = R::fold(*acc, v);
             }
-            *out = sum / (rows.len() * cols.len()) as f32;
+        }
+        let inner = &mut y_row[planes.inner_cols.clone()];
+        if !inner.is_empty() {
+            planes.split_phases(column_fold, phases);
+            inner.copy_from_slice(planes.inner_cells(phases, 0));
+            for kw in 1..planes.geom.window_w {
+                for (out, &v) in inner.iter_mut().zip(planes.inner_cells(phases, kw)) {
+                    *out = R::fold(*out, v);
+                }
+            }
+            let cells = rows.len() * planes.geom.window_w;
+            inner.iter_mut().for_each(|out| *out = R::finish(*out, cells));
+        }
+        for ow in planes.edge_cols() {
+            let cols = planes.cols(ow);
+            let edge = &column_fold[cols.clone()];
+            y_row[ow] = R::finish(edge[1..].iter().fold(edge[0], |acc, &v| R::fold(acc, v)), rows.len() * cols.len());
         }
     }
 }

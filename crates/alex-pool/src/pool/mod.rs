@@ -12,6 +12,11 @@
 //! - Average: the sum over the overlapped input cells divided by their number (padding
 //!   excluded), as PyTorch's `count_include_pad=False`; the backward spreads each gradient
 //!   evenly over the same cells.
+//!
+//! Kernels work an output row at a time with inner loops over the outputs of the row, so that
+//! the windows wholly inside the input's width (all but the edge columns) are computed as
+//! vectors: input rows are first split by column phase modulo the stride, which makes each
+//! window cell's values contiguous.
 
 mod backward;
 mod forward;
@@ -25,15 +30,17 @@ use alex_core::{PoolGeom, PoolKind, Shape4};
 pub use backward::pool_backward;
 pub use forward::pool_forward;
 
-use crate::error::Result;
+use crate::error::{PoolError, Result};
 use crate::{check_buffer, checked_numel};
 
 /// The per-plane geometry of one pooling call, validated against its input.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Planes {
     geom: PoolGeom,
     input: Shape4,
     output: Shape4,
+    /// Output columns whose windows lie wholly inside the input's width.
+    inner_cols: Range<usize>,
 }
 
 impl Planes {
@@ -55,7 +62,13 @@ impl Planes {
         for &(name, len) in output_sized {
             check_buffer(op, name, out_len, len)?;
         }
-        Ok(Self { geom: *geom, input, output })
+        if u32::try_from(input.plane_len()).is_err() {
+            return Err(PoolError::PlaneTooLarge { op, h: input.h, w: input.w });
+        }
+        let (stride, pad, window) = (geom.stride_w, geom.pad_w, geom.window_w);
+        let first = pad.div_ceil(stride).min(output.w);
+        let end = if input.w + pad >= window { ((input.w + pad - window) / stride + 1).min(output.w) } else { 0 };
+        Ok(Self { geom: *geom, input, output, inner_cols: first..end.max(first) })
     }
 
     fn in_plane(&self) -> usize {
@@ -75,6 +88,45 @@ impl Planes {
     fn cols(&self, ow: usize) -> Range<usize> {
         clipped(ow, self.geom.stride_w, self.geom.pad_w, self.geom.window_w, self.input.w)
     }
+
+    /// The output columns whose windows are clipped by the left or right edge.
+    fn edge_cols(&self) -> impl Iterator<Item = usize> {
+        (0..self.inner_cols.start).chain(self.inner_cols.end..self.output.w)
+    }
+
+    /// The input column where the first inner window starts.
+    fn inner_start(&self) -> usize {
+        self.inner_cols.start * self.geom.stride_w - self.geom.pad_w
+    }
+
+    /// Floats that [`Planes::split_phases`] needs for one row.
+    fn phases_len(&self) -> usize {
+        self.geom.stride_w * self.phase_len()
+    }
+
+    fn phase_len(&self) -> usize {
+        self.inner_cols.len() + (self.geom.window_w - 1) / self.geom.stride_w
+    }
+
+    /// Splits the inner part of an input row by column phase modulo the stride, so that cell
+    /// `kw` of every inner window is one contiguous slice (`inner_cells(phases, kw)`): the
+    /// window loops then run over contiguous memory and compile to vector code for any stride.
+    fn split_phases(&self, row: &[f32], phases: &mut [f32]) {
+        let stride = self.geom.stride_w;
+        let row = &row[self.inner_start()..];
+        for (phase, out) in phases.chunks_exact_mut(self.phase_len()).enumerate() {
+            // Entries past the row's end stay stale: no inner window reads them.
+            for (o, &v) in out.iter_mut().zip(row.iter().skip(phase).step_by(stride)) {
+                *o = v;
+            }
+        }
+    }
+
+    /// Cell `kw` (window column) of every inner window, from [`Planes::split_phases`]'s output.
+    fn inner_cells<'p>(&self, phases: &'p [f32], kw: usize) -> &'p [f32] {
+        let stride = self.geom.stride_w;
+        &phases[(kw % stride) * self.phase_len() + kw / stride..][..self.inner_cols.len()]
+    }
 }
 
 /// The input cells `start..end` that window `o` covers along one axis, padding removed.
@@ -89,7 +141,14 @@ fn clipped(o: usize, stride: usize, pad: usize, window: usize, input: usize) -> 
 /// Whether `v` replaces `best` as the running maximum: strictly larger, or the first NaN.
 #[inline(always)]
 fn beats(v: f32, best: f32) -> bool {
-    v > best || (v.is_nan() && !best.is_nan())
+    // Non-short-circuit `|` and `&`, so that loops over this compile to vector compares.
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
+/// The larger of `a` and `b`, or NaN if either is NaN: the value of the [`beats`] winner.
+#[inline(always)]
+fn max_or_nan(a: f32, b: f32) -> f32 {
+    if (a > b) | a.is_nan() { a } else { b }
 }
 
 /// The plane-local index of the first maximum of `rows x cols` in row-major order.
@@ -98,11 +157,11 @@ fn window_argmax(plane: &[f32], width: usize, rows: Range<usize>, cols: Range<us
     let mut best_at = rows.start * width + cols.start;
     let mut best = plane[best_at];
     for r in rows {
-        let row_start = r * width;
-        for (i, &v) in plane[row_start + cols.start..row_start + cols.end].iter().enumerate() {
+        let row_start = r * width + cols.start;
+        for (at, &v) in (row_start..).zip(&plane[row_start..row_start + cols.len()]) {
             if beats(v, best) {
                 best = v;
-                best_at = row_start + cols.start + i;
+                best_at = at;
             }
         }
     }
