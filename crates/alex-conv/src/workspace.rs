@@ -53,6 +53,12 @@ impl ConvWorkspace {
         self.scratch.iter().map(|s| (s.cols.capacity() + s.dw.capacity()) * size_of::<f32>()).sum()
     }
 
+    /// Threads to split a batch over: ours, unless the GEMM library runs its own pool (then
+    /// images go one after another, each product using that pool).
+    pub(crate) fn split_threads(&self) -> usize {
+        if crate::gemm::THREADS_PER_CALL { self.threads } else { 1 }
+    }
+
     /// Per-worker scratch for `workers` workers.
     pub(crate) fn workers(&mut self, workers: usize) -> &mut [Scratch] {
         if self.scratch.len() < workers {

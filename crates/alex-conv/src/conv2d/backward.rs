@@ -32,7 +32,7 @@ pub fn conv2d_backward_input(
     check_len(OP, "dy", plan.batch * plan.output_image_len(), dy.len())?;
     check_len(OP, "dx", input.numel(), dx.len())?;
 
-    let threads = ws.threads;
+    let threads = ws.split_threads();
     let scratch = ws.workers(threads);
     for_each_image(&plan, threads, scratch, dx, plan.input_image_len(), |n, dx_image, scratch, gemm_threads| {
         let dy_image = &dy[n * plan.output_image_len()..][..plan.output_image_len()];
@@ -117,7 +117,7 @@ pub fn conv2d_backward_weight(
 
     // Whole images per thread into private accumulators, then their sum into `dw`; the
     // remaining `batch % threads` images go straight into `dw` with parallel GEMMs.
-    let threads = ws.threads;
+    let threads = ws.split_threads();
     let scratch = ws.workers(threads);
     let per_thread = plan.batch / threads;
     let split = per_thread * threads;

@@ -48,7 +48,7 @@ pub fn conv2d_forward(
     }
     check_len(OP, "y", plan.batch * plan.output_image_len(), y.len())?;
 
-    let threads = ws.threads;
+    let threads = ws.split_threads();
     let scratch = ws.workers(threads);
     for_each_image(&plan, threads, scratch, y, plan.output_image_len(), |n, y_image, scratch, gemm_threads| {
         let x_image = &x[n * plan.input_image_len()..][..plan.input_image_len()];

@@ -5,6 +5,8 @@
 //! and a batch of `n`, the first `n / t * t` images go `n / t` per thread (each thread with its
 //! own column buffer and single-threaded GEMMs), and the last `n % t` images run one after the
 //! other with `t`-thread GEMMs. So batch 1 uses parallel GEMM, larger batches whole images.
+//! (With the `matrixmultiply` backend, which threads every product itself, images always go
+//! one after another.)
 
 mod backward;
 mod forward;

@@ -5,6 +5,7 @@ use gemm::Parallelism;
 use super::Strides;
 
 pub(super) const NAME: &str = "gemm";
+pub(super) const THREADS_PER_CALL: bool = true;
 
 /// Bounds were checked by the caller.
 #[allow(clippy::too_many_arguments)]

@@ -3,10 +3,10 @@
 use super::Strides;
 
 pub(super) const NAME: &str = "matrixmultiply";
+pub(super) const THREADS_PER_CALL: bool = false;
 
 /// Bounds were checked by the caller. `matrixmultiply` cannot be told a thread count per
-/// call: any `threads > 1` uses its own pool (`MATMUL_NUM_THREADS`); `1` is the same call,
-/// since single-threaded runs from this crate come from threads that already split the work.
+/// call: every product uses its own pool (`MATMUL_NUM_THREADS`, at most 4 threads).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn sgemm(
     m: usize,

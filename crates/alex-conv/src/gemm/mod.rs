@@ -40,6 +40,10 @@ use crate::ConvError;
 /// Name of the GEMM library compiled in (`"gemm"` or `"matrixmultiply"`).
 pub const BACKEND: &str = backend::NAME;
 
+/// Whether [`sgemm`]'s `threads` argument is obeyed (`gemm`) rather than the library's own
+/// pool being used for every product (`matrixmultiply`).
+pub const THREADS_PER_CALL: bool = backend::THREADS_PER_CALL;
+
 /// Whether an operand is used as stored or transposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transpose {
@@ -75,8 +79,8 @@ impl Strides {
 ///
 /// `threads` is the most threads this one product may use, taken from the current rayon
 /// pool (`0` counts as `1`; `1` runs on the calling thread). With the `matrixmultiply`
-/// feature, a product with `threads > 1` uses that crate's own pool instead, sized by its
-/// `MATMUL_NUM_THREADS` environment variable.
+/// feature ([`THREADS_PER_CALL`] false), every product uses that crate's own pool instead,
+/// sized by its `MATMUL_NUM_THREADS` environment variable.
 ///
 /// # Errors
 /// [`alex_core::Error::BufferSize`] (wrapped) if `a`, `b` or `c` does not hold exactly
