@@ -60,6 +60,7 @@ mod grad;
 pub mod gradcheck;
 mod ops;
 mod params;
+pub mod small_net;
 mod tape;
 mod tensor;
 

@@ -253,7 +253,7 @@ impl<B: Backend> Tape<B> {
             return Err(AutogradError::Label { op: OP, row, label, classes });
         }
         let host_labels: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
-        let labels = self.backend.upload(&host_labels)?;
+        let labels = self.upload_pooled(&host_labels)?;
         let mut probs = self.take(rows * classes)?;
         let mut row_loss = self.take(rows)?;
         self.backend.softmax_xent_forward(rows, classes, self.buf(li)?, &labels, &mut probs, &mut row_loss)?;

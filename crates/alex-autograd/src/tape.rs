@@ -200,10 +200,24 @@ impl<B: Backend> Tape<B> {
         self.pool.take(&self.backend, len)
     }
 
+    /// `host` in a pooled buffer. `Backend` has no upload into an existing buffer, so the
+    /// data goes through a fresh upload that is dropped after the copy; pooling the upload
+    /// itself would grow the pool by one buffer per call.
+    pub(crate) fn upload_pooled(&mut self, host: &[f32]) -> Result<B::Buffer> {
+        let staged = self.backend.upload(host)?;
+        self.adopt(&staged)
+    }
+
+    /// A pooled copy of a buffer from outside the pool.
+    fn adopt(&mut self, outside: &B::Buffer) -> Result<B::Buffer> {
+        let mut buf = self.take(self.backend.len(outside))?;
+        self.backend.copy(outside, &mut buf)?;
+        Ok(buf)
+    }
+
     fn leaf_from_host(&mut self, host: &[f32], dims: &[usize], requires_grad: bool) -> Result<Tensor> {
         let dims = check_host("Tape::input", dims, host.len())?;
-        // `Backend` has no upload into an existing buffer, so inputs are fresh uploads.
-        let buf = self.backend.upload(host)?;
+        let buf = self.upload_pooled(host)?;
         Ok(self.push(Value::Owned(buf), dims, requires_grad, Op::Input))
     }
 
@@ -217,10 +231,12 @@ impl<B: Backend> Tape<B> {
         self.leaf_from_host(host, dims, true)
     }
 
-    /// An input already on the device; the tape takes the buffer (it ends in the pool).
-    pub fn input_buffer(&mut self, buf: B::Buffer, dims: &[usize], requires_grad: bool) -> Result<Tensor> {
-        let dims = check_host("Tape::input_buffer", dims, self.backend.len(&buf))?;
-        Ok(self.push(Value::Owned(buf), dims, requires_grad, Op::Input))
+    /// An input already on the device, copied into a pooled buffer (so that callers handing
+    /// in a new buffer every step do not grow the pool).
+    pub fn input_buffer(&mut self, buf: &B::Buffer, dims: &[usize], requires_grad: bool) -> Result<Tensor> {
+        let dims = check_host("Tape::input_buffer", dims, self.backend.len(buf))?;
+        let own = self.adopt(buf)?;
+        Ok(self.push(Value::Owned(own), dims, requires_grad, Op::Input))
     }
 
     /// The trainable parameter `name` of `store` (its value is shared, not copied).
@@ -299,7 +315,7 @@ impl<B: Backend> Tape<B> {
     /// Backward from any tensor with upstream gradient `seed` (same length).
     pub fn backward_with(&mut self, root: Tensor, seed: &[f32], store: &mut ParamStore<B>) -> Result<()> {
         check_host("Tape::backward_with", root.dims.as_slice(), seed.len())?;
-        let seed = self.backend.upload(seed)?;
+        let seed = self.upload_pooled(seed)?;
         self.backward_from(root, seed, store)
     }
 
