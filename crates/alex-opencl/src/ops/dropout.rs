@@ -16,11 +16,7 @@ pub(crate) fn forward(
 ) -> Result<()> {
     const OP: &str = "dropout_forward";
     if !(0.0..1.0).contains(&p) {
-        return Err(Error::InvalidParameter {
-            what: "dropout probability",
-            value: p.into(),
-            reason: "must be in [0, 1)",
-        });
+        return Err(Error::InvalidParameter { what: "dropout p", value: p.into(), reason: "must be in [0, 1)" });
     }
     let n = x.len();
     be.check(OP, "x", x, n)?;
@@ -74,7 +70,7 @@ mod tests {
         let (mut m, mut y) = (be.zeros(3).unwrap(), be.zeros(3).unwrap());
         for p in [1.0, -0.1, f32::NAN] {
             let err = be.dropout_forward(p, 0, &x, &mut m, &mut y).unwrap_err();
-            assert!(matches!(err, alex_core::Error::InvalidParameter { what: "dropout probability", .. }), "{err}");
+            assert!(matches!(err, alex_core::Error::InvalidParameter { what: "dropout p", .. }), "{err}");
         }
     }
 }
