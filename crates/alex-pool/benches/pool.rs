@@ -43,34 +43,51 @@ fn memcpy_lrn1_tensor(bencher: Bencher<'_, '_>) {
 }
 
 const POOLS: [&str; 3] = ["pool1", "pool2", "pool5"];
-const POOL_KINDS: [PoolKind; 2] = [PoolKind::Max, PoolKind::Avg];
 
-#[divan::bench(args = POOLS, consts = [0, 1], sample_count = SAMPLES)]
-fn pool_forward<const KIND: usize>(bencher: Bencher<'_, '_>, name: &str) {
+/// Forward: reads `x`, writes `y`.
+fn pool_forward(bencher: Bencher<'_, '_>, kind: PoolKind, name: &str) {
     let input = layer(name);
     let geom = PoolGeom::square(3, 2, 0, Rounding::Floor).unwrap();
     let output = geom.output_shape(input).unwrap();
     let (x, mut y) = (filled(input.numel(), 2), vec![0.0; output.numel()]);
     counters(bencher, input.numel() + output.numel())
-        .bench_local(|| alex_pool::pool_forward(POOL_KINDS[KIND], &geom, input, black_box(&x), &mut y).unwrap());
+        .bench_local(|| alex_pool::pool_forward(kind, &geom, input, black_box(&x), &mut y).unwrap());
 }
 
-#[divan::bench(args = POOLS, consts = [0, 1], sample_count = SAMPLES)]
-fn pool_backward<const KIND: usize>(bencher: Bencher<'_, '_>, name: &str) {
+/// Backward: max reads `x` and `dy` and writes `dx`; average needs only `dy` and `dx`.
+fn pool_backward(bencher: Bencher<'_, '_>, kind: PoolKind, name: &str) {
     let input = layer(name);
     let geom = PoolGeom::square(3, 2, 0, Rounding::Floor).unwrap();
     let output = geom.output_shape(input).unwrap();
     let (x, mut y, dy, mut dx) =
         (filled(input.numel(), 3), vec![0.0; output.numel()], filled(output.numel(), 4), vec![0.0; input.numel()]);
-    alex_pool::pool_forward(POOL_KINDS[KIND], &geom, input, &x, &mut y).unwrap();
-    // Max reads x, dy and writes dx; average needs only dy and dx.
-    let floats = match POOL_KINDS[KIND] {
+    alex_pool::pool_forward(kind, &geom, input, &x, &mut y).unwrap();
+    let floats = match kind {
         PoolKind::Max => 2 * input.numel() + output.numel(),
         PoolKind::Avg => input.numel() + output.numel(),
     };
-    counters(bencher, floats).bench_local(|| {
-        alex_pool::pool_backward(POOL_KINDS[KIND], &geom, input, black_box(&x), &y, &dy, &mut dx).unwrap()
-    });
+    counters(bencher, floats)
+        .bench_local(|| alex_pool::pool_backward(kind, &geom, input, black_box(&x), &y, &dy, &mut dx).unwrap());
+}
+
+#[divan::bench(args = POOLS, sample_count = SAMPLES)]
+fn max_pool_forward(bencher: Bencher<'_, '_>, name: &str) {
+    pool_forward(bencher, PoolKind::Max, name);
+}
+
+#[divan::bench(args = POOLS, sample_count = SAMPLES)]
+fn max_pool_backward(bencher: Bencher<'_, '_>, name: &str) {
+    pool_backward(bencher, PoolKind::Max, name);
+}
+
+#[divan::bench(args = POOLS, sample_count = SAMPLES)]
+fn avg_pool_forward(bencher: Bencher<'_, '_>, name: &str) {
+    pool_forward(bencher, PoolKind::Avg, name);
+}
+
+#[divan::bench(args = POOLS, sample_count = SAMPLES)]
+fn avg_pool_backward(bencher: Bencher<'_, '_>, name: &str) {
+    pool_backward(bencher, PoolKind::Avg, name);
 }
 
 const LRNS: [&str; 2] = ["lrn1", "lrn2"];
@@ -87,7 +104,8 @@ fn lrn_forward(bencher: Bencher<'_, '_>, name: &str) {
 fn lrn_backward(bencher: Bencher<'_, '_>, name: &str) {
     let input = layer(name);
     let len = input.numel();
-    let (x, mut y, mut scale, dy, mut dx) = (filled(len, 6), vec![0.0; len], vec![0.0; len], filled(len, 7), vec![0.0; len]);
+    let (x, mut y, mut scale, dy, mut dx) =
+        (filled(len, 6), vec![0.0; len], vec![0.0; len], filled(len, 7), vec![0.0; len]);
     alex_pool::lrn_forward(&LrnParams::paper(), input, &x, &mut y, &mut scale).unwrap();
     counters(bencher, 5 * len).bench_local(|| {
         alex_pool::lrn_backward(&LrnParams::paper(), input, black_box(&x), &y, &scale, &dy, &mut dx).unwrap()

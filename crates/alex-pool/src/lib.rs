@@ -88,6 +88,28 @@ fn with_scratch<T: Copy + Default + 'static, R>(
     })
 }
 
+/// Defines `$name`, which runs the `#[inline(always)]` function `$kernel` from a copy compiled
+/// for AVX2 when the CPU has it (twice the vector width), else from the baseline (SSE2) copy.
+/// The kernels use no fused multiply-add, so both copies give bitwise the same results.
+macro_rules! avx2_when_available {
+    ($(#[$meta:meta])* fn $name:ident $(<$($g:ident: $bound:path),*>)? ($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident) => {
+        $(#[$meta])*
+        fn $name $(<$($g: $bound),*>)? ($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                fn avx2 $(<$($g: $bound),*>)? ($($arg: $ty),*) {
+                    $kernel $(::<$($g),*>)? ($($arg),*)
+                }
+                // SAFETY: the CPU supports AVX2, as checked just above.
+                return unsafe { avx2 $(::<$($g),*>)? ($($arg),*) };
+            }
+            $kernel $(::<$($g),*>)? ($($arg),*)
+        }
+    };
+}
+use avx2_when_available;
+
 /// Re-validates `shape` (its fields are public) and returns its element count.
 fn checked_numel(op: &'static str, shape: Shape4) -> Result<usize> {
     let shape = Shape4::new(shape.n, shape.c, shape.h, shape.w)?;

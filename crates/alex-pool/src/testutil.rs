@@ -35,7 +35,8 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], rel: f64, abs: f64) {
     let mut worst: Option<(usize, f64)> = None;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let excess = (f64::from(g) - w).abs() - (abs + rel * w.abs());
-        if !(excess <= 0.0) && worst.is_none_or(|(_, e)| excess > e) {
+        let bad = excess > 0.0 || excess.is_nan();
+        if bad && worst.is_none_or(|(_, e)| excess > e) {
             worst = Some((i, excess));
         }
     }

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::{InversePower, check, with_inverse_power};
 use crate::error::Result;
-use crate::{F32_SCRATCH, with_scratch};
+use crate::{F32_SCRATCH, avx2_when_available, with_scratch};
 
 /// The gradient `dx` of local response normalisation from `dy`; `dx` is overwritten.
 ///
@@ -58,7 +58,9 @@ pub fn lrn_backward(
             let image = |t| image_of(t, n, image_len);
             let views = Image { x: image(x), y: image(y), scale: image(scale), dy: image(dy), channels, plane };
             dx.par_chunks_mut(block * plane).enumerate().for_each(|(b, dx)| {
-                with_scratch(&F32_SCRATCH, params.size * plane, |ring| backward_block(params, power, cross, &views, b * block, dx, ring))
+                with_scratch(&F32_SCRATCH, params.size * plane, |ring| {
+                    backward_block(params, power, cross, &views, b * block, dx, ring)
+                })
             })
         })
     });
@@ -94,10 +96,23 @@ impl Image<'_> {
     }
 }
 
-/// `dx` for channels `first..first + dx.len() / plane` of one image.
-fn backward_block(
+avx2_when_available! {
+    /// `dx` for channels `first..first + dx.len() / plane` of one image.
+    fn backward_block<P: InversePower>(
+        params: &LrnParams,
+        power: P,
+        cross: f32,
+        image: &Image<'_>,
+        first: usize,
+        dx: &mut [f32],
+        ring: &mut [f32],
+    ) => backward_block_kernel
+}
+
+#[inline(always)]
+fn backward_block_kernel<P: InversePower>(
     params: &LrnParams,
-    power: impl InversePower,
+    power: P,
     cross: f32,
     image: &Image<'_>,
     first: usize,
@@ -112,8 +127,11 @@ fn backward_block(
         let (lo, hi) = params.window(i, image.channels);
         while next_ratio <= hi {
             let slot = &mut ring[(next_ratio % slots) * plane..][..plane];
-            let (dy, y, s) =
-                (image.plane_of(image.dy, next_ratio), image.plane_of(image.y, next_ratio), image.plane_of(image.scale, next_ratio));
+            let (dy, y, s) = (
+                image.plane_of(image.dy, next_ratio),
+                image.plane_of(image.y, next_ratio),
+                image.plane_of(image.scale, next_ratio),
+            );
             for (((r, &g), &b), &s) in slot.iter_mut().zip(dy).zip(y).zip(s) {
                 *r = g * b / s;
             }

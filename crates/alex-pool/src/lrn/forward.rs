@@ -4,6 +4,7 @@ use alex_core::{LrnParams, Shape4};
 use rayon::prelude::*;
 
 use super::{InversePower, check, with_inverse_power};
+use crate::avx2_when_available;
 use crate::error::Result;
 
 /// Local response normalisation of the NCHW tensor `x` (shape `input`) into `y`; also writes
@@ -35,32 +36,58 @@ pub fn lrn_forward(params: &LrnParams, input: Shape4, x: &[f32], y: &mut [f32], 
             let image = &x[(index / channels) * channels * plane..][..channels * plane];
             let c = index % channels;
             let (lo, hi) = params.window(c, channels);
-            sum_of_squares(&image[lo * plane..(hi + 1) * plane], plane, scale);
-            normalise(power, k, coefficient, &image[c * plane..][..plane], scale, y);
+            forward_plane(
+                power,
+                k,
+                coefficient,
+                &image[lo * plane..(hi + 1) * plane],
+                &image[c * plane..][..plane],
+                scale,
+                y,
+            );
         })
     });
     Ok(())
 }
 
-/// `sum[p] = sum over the planes of `window` of a[p]^2`, plane by plane in channel order.
-fn sum_of_squares(window: &[f32], plane: usize, sum: &mut [f32]) {
-    let mut planes = window.chunks_exact(plane);
-    let first = planes.next().expect("an LRN window holds at least one channel");
-    for (s, &a) in sum.iter_mut().zip(first) {
-        *s = a * a;
-    }
-    for a_j in planes {
-        for (s, &a) in sum.iter_mut().zip(a_j) {
-            *s += a * a;
-        }
-    }
+avx2_when_available! {
+    /// One output plane: `scale = k + alpha' * sum of the squares of the `window` planes`,
+    /// then `y = a * scale^-beta`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_plane<P: InversePower>(
+        power: P,
+        k: f32,
+        coefficient: f32,
+        window: &[f32],
+        a: &[f32],
+        scale: &mut [f32],
+        y: &mut [f32],
+    ) => forward_plane_kernel
 }
 
-/// Turns the sums into scales `k + alpha' * sum` in place and writes `y = a * scale^-beta`.
 #[inline(always)]
-fn normalise(power: impl InversePower, k: f32, coefficient: f32, a: &[f32], scale: &mut [f32], y: &mut [f32]) {
-    for ((y, s), &a) in y.iter_mut().zip(scale.iter_mut()).zip(a) {
+fn forward_plane_kernel<P: InversePower>(
+    power: P,
+    k: f32,
+    coefficient: f32,
+    window: &[f32],
+    a: &[f32],
+    scale: &mut [f32],
+    y: &mut [f32],
+) {
+    // The sum accumulates in `scale`, plane by plane in channel order.
+    let mut planes = window.chunks_exact(a.len());
+    let first = planes.next().expect("an LRN window holds at least one channel");
+    for (s, &v) in scale.iter_mut().zip(first) {
+        *s = v * v;
+    }
+    for a_j in planes {
+        for (s, &v) in scale.iter_mut().zip(a_j) {
+            *s += v * v;
+        }
+    }
+    for ((y, s), &v) in y.iter_mut().zip(scale.iter_mut()).zip(a) {
         *s = k + coefficient * *s;
-        *y = a * power.of(*s);
+        *y = v * power.of(*s);
     }
 }

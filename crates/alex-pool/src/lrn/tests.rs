@@ -47,10 +47,8 @@ fn reference_backward(p: &LrnParams, input: Shape4, x: &[f64], dy: &[f64]) -> Ve
             for h in 0..input.h {
                 for w in 0..input.w {
                     let at = |c| input.index(n, c, h, w);
-                    let cross: f64 = (0..input.c)
-                        .filter(|&j| j.abs_diff(i) <= half)
-                        .map(|j| dy[at(j)] * b[at(j)] / s[at(j)])
-                        .sum();
+                    let cross: f64 =
+                        (0..input.c).filter(|&j| j.abs_diff(i) <= half).map(|j| dy[at(j)] * b[at(j)] / s[at(j)]).sum();
                     dx[at(i)] = dy[at(i)] * s[at(i)].powf(-beta) - 2.0 * alpha * beta * x[at(i)] * cross;
                 }
             }
@@ -221,5 +219,8 @@ fn bad_input_is_an_error() {
         Err(PoolError::Core(Error::ZeroSize { what: "channels" }))
     );
     let huge = shape(usize::MAX / 2, 4, 2, 2);
-    assert_eq!(lrn_forward(&p, huge, &v, &mut y, &mut scale), Err(PoolError::TooLarge { op: "lrn_forward", dims: huge.dims() }));
+    assert_eq!(
+        lrn_forward(&p, huge, &v, &mut y, &mut scale),
+        Err(PoolError::TooLarge { op: "lrn_forward", dims: huge.dims() })
+    );
 }

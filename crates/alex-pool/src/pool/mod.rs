@@ -112,12 +112,27 @@ impl Planes {
     /// `kw` of every inner window is one contiguous slice (`inner_cells(phases, kw)`): the
     /// window loops then run over contiguous memory and compile to vector code for any stride.
     fn split_phases(&self, row: &[f32], phases: &mut [f32]) {
-        let stride = self.geom.stride_w;
+        let (stride, len) = (self.geom.stride_w, self.phase_len());
         let row = &row[self.inner_start()..];
-        for (phase, out) in phases.chunks_exact_mut(self.phase_len()).enumerate() {
-            // Entries past the row's end stay stale: no inner window reads them.
-            for (o, &v) in out.iter_mut().zip(row.iter().skip(phase).step_by(stride)) {
-                *o = v;
+        // Entries past the row's end stay stale: no inner window reads them.
+        match stride {
+            1 => phases[..row.len().min(len)].copy_from_slice(&row[..row.len().min(len)]),
+            // AlexNet's stride, as pairs, which compiles to vector shuffles.
+            2 => {
+                let (even, odd) = phases.split_at_mut(len);
+                for ((pair, e), o) in row.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+                    (*e, *o) = (pair[0], pair[1]);
+                }
+                if row.len() % 2 == 1 && row.len() / 2 < len {
+                    even[row.len() / 2] = row[row.len() - 1];
+                }
+            }
+            _ => {
+                for (phase, out) in phases.chunks_exact_mut(len).enumerate() {
+                    for (o, &v) in out.iter_mut().zip(row.iter().skip(phase).step_by(stride)) {
+                        *o = v;
+                    }
+                }
             }
         }
     }

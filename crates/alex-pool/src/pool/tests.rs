@@ -137,8 +137,16 @@ fn hand_computed_small_plane() {
     assert_eq!(forward(PoolKind::Max, padded), [3.0, 4.0, 1.0, 5.0, 9.0, 8.0, 9.0, 9.0, 3.0]);
     assert_eq!(forward(PoolKind::Avg, padded), [3.0, 2.5, 1.0, 5.0, 4.75, 7.0, 9.0, 8.0, 3.0]);
     let mut dx = [0.0; 16];
-    pool_backward(PoolKind::Avg, &padded, input, &x, &[0.0; 9], &[1.0, 2.0, 4.0, 0.0, 8.0, 0.0, 0.0, 0.0, 0.0], &mut dx)
-        .unwrap();
+    pool_backward(
+        PoolKind::Avg,
+        &padded,
+        input,
+        &x,
+        &[0.0; 9],
+        &[1.0, 2.0, 4.0, 0.0, 8.0, 0.0, 0.0, 0.0, 0.0],
+        &mut dx,
+    )
+    .unwrap();
     // Corner windows hold one input cell, edge windows two: padding takes no share.
     #[rustfmt::skip]
     assert_eq!(dx, [
@@ -186,8 +194,9 @@ fn nan_wins_and_takes_the_gradient() {
 /// AlexNet's three pooling layers (overlapping 3x3 stride 2) at full channel counts.
 #[test]
 fn alexnet_shapes_against_reference() {
-    for (rounding, (c, h, out)) in
-        [Rounding::Floor, Rounding::Ceil].into_iter().zip([(96, 55, 27), (256, 27, 13), (256, 13, 6)].into_iter().cycle())
+    for (rounding, (c, h, out)) in [Rounding::Floor, Rounding::Ceil]
+        .into_iter()
+        .zip([(96, 55, 27), (256, 27, 13), (256, 13, 6)].into_iter().cycle())
     {
         let g = PoolGeom::square(3, 2, 0, rounding).unwrap();
         let input = shape(1, c, h, h);
@@ -273,7 +282,14 @@ fn bad_input_is_an_error() {
     let input = shape(2, 3, 7, 7); // output 2 x 3 x 3 x 3
     let (x, y, dx) = (vec![0.0; 294], vec![0.0; 54], vec![0.0; 294]);
     let buffer = |buffer: &'static str, expected, got| {
-        move |kind| PoolError::Core(Error::BufferSize { op: super::op_name(kind, buffer.starts_with('d')), buffer, expected, got })
+        move |kind| {
+            PoolError::Core(Error::BufferSize {
+                op: super::op_name(kind, buffer.starts_with('d')),
+                buffer,
+                expected,
+                got,
+            })
+        }
     };
     for kind in KINDS {
         let mut y_mut = y.clone();
@@ -281,9 +297,25 @@ fn bad_input_is_an_error() {
         assert_eq!(pool_forward(kind, &g, input, &x, &mut y_mut[1..]), Err(buffer("y", 54, 53)(kind)));
         let mut dx_mut = dx.clone();
         let backward_x = pool_backward(kind, &g, input, &x[1..], &y, &y, &mut dx_mut);
-        assert_eq!(backward_x, Err(PoolError::Core(Error::BufferSize { op: super::op_name(kind, true), buffer: "x", expected: 294, got: 293 })));
+        assert_eq!(
+            backward_x,
+            Err(PoolError::Core(Error::BufferSize {
+                op: super::op_name(kind, true),
+                buffer: "x",
+                expected: 294,
+                got: 293
+            }))
+        );
         let backward_y = pool_backward(kind, &g, input, &x, &y[1..], &y, &mut dx_mut);
-        assert_eq!(backward_y, Err(PoolError::Core(Error::BufferSize { op: super::op_name(kind, true), buffer: "y", expected: 54, got: 53 })));
+        assert_eq!(
+            backward_y,
+            Err(PoolError::Core(Error::BufferSize {
+                op: super::op_name(kind, true),
+                buffer: "y",
+                expected: 54,
+                got: 53
+            }))
+        );
         assert_eq!(pool_backward(kind, &g, input, &x, &y, &y[1..], &mut dx_mut), Err(buffer("dy", 54, 53)(kind)));
         assert_eq!(pool_backward(kind, &g, input, &x, &y, &y, &mut dx_mut[1..]), Err(buffer("dx", 294, 293)(kind)));
     }
@@ -303,9 +335,15 @@ fn bad_input_is_an_error() {
     let zero_batch = Shape4 { n: 0, c: 1, h: 4, w: 4 };
     assert_eq!(forward(&g, zero_batch, &mut y), PoolError::Core(Error::ZeroSize { what: "batch size" }));
     let zero_stride = PoolGeom { stride_w: 0, ..g };
-    assert_eq!(forward(&zero_stride, shape(1, 1, 4, 4), &mut y), PoolError::Core(Error::ZeroSize { what: "stride width" }));
+    assert_eq!(
+        forward(&zero_stride, shape(1, 1, 4, 4), &mut y),
+        PoolError::Core(Error::ZeroSize { what: "stride width" })
+    );
     let zero_window = PoolGeom { window_h: 0, ..g };
-    assert_eq!(forward(&zero_window, shape(1, 1, 4, 4), &mut y), PoolError::Core(Error::ZeroSize { what: "window height" }));
+    assert_eq!(
+        forward(&zero_window, shape(1, 1, 4, 4), &mut y),
+        PoolError::Core(Error::ZeroSize { what: "window height" })
+    );
     // Padding as large as the window would leave windows with no input.
     let all_padding = PoolGeom { pad_w: 3, ..g };
     assert_eq!(
