@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     net.init(&mut store, 1)?;
     let mut tape = Tape::train(backend.clone());
     let step = SgdStep { lr: 0.02, momentum: 0.9, weight_decay: 5e-4 };
-    println!("{} trainable parameters on {} ({} threads)", store.trainable_elements(), "cpu", backend.thread_count());
+    println!("{} trainable parameters on cpu ({} threads)", store.trainable_elements(), backend.thread_count());
     let start = Instant::now();
     for i in 0..50u64 {
         let (images, labels) = net.synthetic_batch(i);

@@ -12,25 +12,80 @@ pub(crate) enum Op<B: Backend> {
     /// A host or device input.
     Input,
     /// A parameter of the store.
-    Param { id: ParamId },
+    Param {
+        id: ParamId,
+    },
     /// Produced on an inference tape: no backward.
     Untracked,
-    Conv2d { x: usize, w: usize, b: Option<usize>, geom: Conv2dGeom, input: Shape4, output: Shape4 },
-    Pool { kind: PoolKind, geom: PoolGeom, x: usize, input: Shape4 },
-    Lrn { params: LrnParams, x: usize, input: Shape4, scale: B::Buffer },
+    Conv2d {
+        x: usize,
+        w: usize,
+        b: Option<usize>,
+        geom: Conv2dGeom,
+        input: Shape4,
+        output: Shape4,
+    },
+    Pool {
+        kind: PoolKind,
+        geom: PoolGeom,
+        x: usize,
+        input: Shape4,
+    },
+    Lrn {
+        params: LrnParams,
+        x: usize,
+        input: Shape4,
+        scale: B::Buffer,
+    },
     /// `y[rows, outputs] = x[rows, inputs] * w[outputs, inputs]^T + b`.
-    Linear { x: usize, w: usize, b: Option<usize>, rows: usize, inputs: usize, outputs: usize },
-    Activation { f: Activation, x: usize },
+    Linear {
+        x: usize,
+        w: usize,
+        b: Option<usize>,
+        rows: usize,
+        inputs: usize,
+        outputs: usize,
+    },
+    Activation {
+        f: Activation,
+        x: usize,
+    },
     /// Same elements, other dims.
-    Reshape { x: usize },
-    Dropout { x: usize, mask: B::Buffer },
-    BatchNorm { x: usize, gamma: usize, beta: usize, layout: ChannelLayout, saved_mean: B::Buffer, saved_inv_std: B::Buffer },
+    Reshape {
+        x: usize,
+    },
+    Dropout {
+        x: usize,
+        mask: B::Buffer,
+    },
+    BatchNorm {
+        x: usize,
+        gamma: usize,
+        beta: usize,
+        layout: ChannelLayout,
+        saved_mean: B::Buffer,
+        saved_inv_std: B::Buffer,
+    },
     /// Mean over rows of `-log softmax(logits)[label]`.
-    SoftmaxXent { logits: usize, labels: B::Buffer, probs: B::Buffer, rows: usize, classes: usize },
-    Add { a: usize, b: usize },
-    Scale { x: usize, alpha: f32 },
+    SoftmaxXent {
+        logits: usize,
+        labels: B::Buffer,
+        probs: B::Buffer,
+        rows: usize,
+        classes: usize,
+    },
+    Add {
+        a: usize,
+        b: usize,
+    },
+    Scale {
+        x: usize,
+        alpha: f32,
+    },
     /// Mean of all elements.
-    Mean { x: usize },
+    Mean {
+        x: usize,
+    },
 }
 
 impl<B: Backend> Op<B> {

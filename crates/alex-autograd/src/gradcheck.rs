@@ -103,8 +103,8 @@ impl GradcheckReport {
         self.checked += 1;
         self.max_abs_error = self.max_abs_error.max(error);
         self.max_tolerance_used = self.max_tolerance_used.max(error / tolerance);
-        // `!(<=)` also catches NaN.
-        if !(error <= tolerance) {
+        // NaN errors fail too.
+        if error.is_nan() || error > tolerance {
             self.failures.push(Mismatch { tensor: tensor.to_owned(), index, analytic, numeric });
         }
     }

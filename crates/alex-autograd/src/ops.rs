@@ -79,7 +79,10 @@ impl<B: Backend> Tape<B> {
         let (xi, wi) = (self.check(x)?, self.check(w)?);
         let bi = b.map(|b| self.check(b)).transpose()?;
         if w.dims.rank() != 2 {
-            return Err(AutogradError::InvalidDims { dims: w.dims.to_vec(), reason: "linear weight must be [outputs, inputs]" });
+            return Err(AutogradError::InvalidDims {
+                dims: w.dims.to_vec(),
+                reason: "linear weight must be [outputs, inputs]",
+            });
         }
         let (outputs, inputs) = (w.dims.as_slice()[0], w.dims.as_slice()[1]);
         let rows = x.dims.as_slice()[0];
@@ -243,7 +246,10 @@ impl<B: Backend> Tape<B> {
         const OP: &str = "softmax_cross_entropy";
         let li = self.check(logits)?;
         if logits.dims.rank() != 2 {
-            return Err(AutogradError::InvalidDims { dims: logits.dims.to_vec(), reason: "logits must be [rows, classes]" });
+            return Err(AutogradError::InvalidDims {
+                dims: logits.dims.to_vec(),
+                reason: "logits must be [rows, classes]",
+            });
         }
         let (rows, classes) = (logits.dims.as_slice()[0], logits.dims.as_slice()[1]);
         if labels.len() != rows {

@@ -308,7 +308,11 @@ impl<B: Backend> ParamStore<B> {
                 return Err(kind_error(e, ParamKind::Trainable));
             }
             if e.dims.as_slice() != t.dims.as_slice() {
-                return Err(AutogradError::Shape { op: "ParamStore::load", expected: e.dims.to_vec(), got: t.dims.clone() });
+                return Err(AutogradError::Shape {
+                    op: "ParamStore::load",
+                    expected: e.dims.to_vec(),
+                    got: t.dims.clone(),
+                });
             }
             check_host("ParamStore::load", &t.dims, t.data.len())?;
             ids.push(id);

@@ -115,7 +115,8 @@ impl SmallConvNet {
     /// A synthetic, learnable batch: each class is a fixed pattern plus noise.
     pub fn synthetic_batch(&self, step: u64) -> (Vec<f32>, Vec<usize>) {
         let image_len: usize = IMAGE.iter().product();
-        let labels: Vec<usize> = (0..self.batch).map(|i| (alex_core::rng::mix64(step, i as u64) % CLASSES as u64) as usize).collect();
+        let labels: Vec<usize> =
+            (0..self.batch).map(|i| (alex_core::rng::mix64(step, i as u64) % CLASSES as u64) as usize).collect();
         let mut images = uniform_data(self.batch * image_len, step.wrapping_mul(31) + 1, -0.5, 0.5);
         for (i, &label) in labels.iter().enumerate() {
             let pattern = uniform_data(image_len, 10_000 + label as u64, -1.0, 1.0);

@@ -250,7 +250,8 @@ impl<B: Backend> Tape<B> {
             Some(s) if s != store.store_id() => return Err(AutogradError::ForeignStore { op: "Tape::param" }),
             _ => self.store_id = Some(store.store_id()),
         }
-        let entry = store.entries.get(id.0).ok_or_else(|| AutogradError::UnknownParam { name: format!("#{}", id.0) })?;
+        let entry =
+            store.entries.get(id.0).ok_or_else(|| AutogradError::UnknownParam { name: format!("#{}", id.0) })?;
         if entry.kind != ParamKind::Trainable {
             return Err(AutogradError::ParamKind {
                 name: entry.name.clone(),
@@ -391,7 +392,14 @@ impl<B: Backend> Tape<B> {
 impl<B: Backend> std::fmt::Debug for Tape<B> {
     /// Prints the recorded ops, one per line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "Tape({}, {:?}, pass {}, {} tensors)", self.backend.name(), self.mode, self.pass, self.nodes.len())?;
+        writeln!(
+            f,
+            "Tape({}, {:?}, pass {}, {} tensors)",
+            self.backend.name(),
+            self.mode,
+            self.pass,
+            self.nodes.len()
+        )?;
         for (i, node) in self.nodes.iter().enumerate() {
             writeln!(f, "  #{i} {:?} = {}", node.dims, node.op.describe())?;
         }

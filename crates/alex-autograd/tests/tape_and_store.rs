@@ -78,7 +78,7 @@ fn sgd_waits_for_the_tape_and_follows_the_paper_update() {
 
 #[test]
 fn host_maps_round_trip_and_reject_mismatches() {
-    let (backend, mut store) = setup();
+    let (backend, store) = setup();
     let map = store.to_host_map().unwrap();
     assert_eq!(map.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["w", "unused", "stats"]);
     let mut other = ParamStore::new(backend);

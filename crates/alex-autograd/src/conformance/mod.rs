@@ -20,12 +20,12 @@ use alex_core::{
     Activation, AlphaConvention, Backend, BatchNormParams, Conv2dGeom, LrnParams, PoolGeom, PoolKind, Rounding, Shape4,
 };
 
+use crate::CpuBackend;
 use crate::error::{AutogradError, Result};
 use crate::gradcheck::{GradcheckConfig, gradcheck};
 use crate::params::ParamStore;
 use crate::tape::{Mode, Tape};
 use crate::tensor::{HostTensor, Tensor};
-use crate::CpuBackend;
 
 /// Relative tolerance between two backends, and between a backend and the f64 formulas.
 pub const RTOL: f64 = 1e-4;
@@ -224,12 +224,24 @@ fn conv_cases(seed: u64) -> Vec<Case> {
             let input = [draw.range(1, 2), geom.in_channels, kernel_h + draw.range(0, 4), kernel_w + draw.range(0, 4)];
             let bias = k != 1;
             let numel: usize = input.iter().product();
-            let mut params = vec![("w".to_owned(), host(&geom.weight_dims(), uniform_data(geom.weight_len(), seed + 10 + k as u64, -0.5, 0.5)))];
+            let mut params = vec![(
+                "w".to_owned(),
+                host(&geom.weight_dims(), uniform_data(geom.weight_len(), seed + 10 + k as u64, -0.5, 0.5)),
+            )];
             if bias {
-                params.push(("b".to_owned(), host(&[geom.out_channels], uniform_data(geom.out_channels, seed + 20 + k as u64, -0.5, 0.5))));
+                params.push((
+                    "b".to_owned(),
+                    host(&[geom.out_channels], uniform_data(geom.out_channels, seed + 20 + k as u64, -0.5, 0.5)),
+                ));
             }
             let x = host(&input, uniform_data(numel, seed + 30 + k as u64, -1.0, 1.0));
-            case(format!("conv2d {geom:?} on {input:?}"), Family::Conv2d, CaseOp::Conv2d { geom, bias }, vec![x], params)
+            case(
+                format!("conv2d {geom:?} on {input:?}"),
+                Family::Conv2d,
+                CaseOp::Conv2d { geom, bias },
+                vec![x],
+                params,
+            )
         })
         .collect()
 }
@@ -249,7 +261,13 @@ fn pool_cases(seed: u64) -> Vec<Case> {
             let numel = dims.iter().product();
             // Max pooling has no derivative at ties: keep every pair of values 0.05 apart.
             let x = host(&dims, separated_data(numel, seed + k as u64, 0.05));
-            case(format!("{kind:?} pool {geom:?} on {dims:?}"), Family::Pool, CaseOp::Pool { kind, geom }, vec![x], vec![])
+            case(
+                format!("{kind:?} pool {geom:?} on {dims:?}"),
+                Family::Pool,
+                CaseOp::Pool { kind, geom },
+                vec![x],
+                vec![],
+            )
         })
         .collect()
 }
@@ -272,7 +290,8 @@ fn lrn_cases(seed: u64) -> Vec<Case> {
 
 fn linear_case(name: &str, rows: usize, inputs: usize, outputs: usize, bias: bool, seed: u64) -> Case {
     let bound = 1.0 / (inputs as f32).sqrt();
-    let mut params = vec![("w".to_owned(), host(&[outputs, inputs], uniform_data(outputs * inputs, seed, -bound, bound)))];
+    let mut params =
+        vec![("w".to_owned(), host(&[outputs, inputs], uniform_data(outputs * inputs, seed, -bound, bound)))];
     if bias {
         params.push(("b".to_owned(), host(&[outputs], uniform_data(outputs, seed + 1, -bound, bound))));
     }
@@ -318,7 +337,9 @@ pub fn cases(family: Family) -> Vec<Case> {
         Family::Conv2d => conv_cases(seed),
         Family::Pool => pool_cases(seed),
         Family::Lrn => lrn_cases(seed),
-        Family::Linear => vec![linear_case("linear", 3, 5, 4, true, seed), linear_case("linear", 2, 7, 3, false, seed + 5)],
+        Family::Linear => {
+            vec![linear_case("linear", 3, 5, 4, true, seed), linear_case("linear", 2, 7, 3, false, seed + 5)]
+        }
         Family::Activation => [Activation::Relu, Activation::Sigmoid, Activation::Tanh]
             .into_iter()
             .map(|f| {
@@ -377,7 +398,13 @@ pub fn alexnet_layer_cases() -> Vec<Case> {
     let pool_geom = PoolGeom::square(3, 2, 0, Rounding::Floor).expect("AlexNet pool");
     let pool = |name: &str, dims: [usize; 4], seed: u64| {
         let x = host(&dims, uniform_data(dims.iter().product(), seed, -1.0, 1.0));
-        case(format!("AlexNet {name}"), Family::Pool, CaseOp::Pool { kind: PoolKind::Max, geom: pool_geom }, vec![x], vec![])
+        case(
+            format!("AlexNet {name}"),
+            Family::Pool,
+            CaseOp::Pool { kind: PoolKind::Max, geom: pool_geom },
+            vec![x],
+            vec![],
+        )
     };
     let lrn = |name: &str, dims: [usize; 4], seed: u64| {
         let x = host(&dims, uniform_data(dims.iter().product(), seed, -8.0, 8.0));
@@ -545,7 +572,12 @@ pub fn assert_close<T: Copy + Into<f64>>(what: &str, got: &[f32], want: &[T], rt
 pub fn check_forward_against_reference<B: Backend>(backend: &Arc<B>, family: Family) {
     for case in cases(family) {
         let got = run_case(backend, &case).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        assert_close(&format!("{} on {}: forward", case.name, backend.name()), &got.output, &reference_output(&case), RTOL);
+        assert_close(
+            &format!("{} on {}: forward", case.name, backend.name()),
+            &got.output,
+            &reference_output(&case),
+            RTOL,
+        );
     }
 }
 
@@ -672,7 +704,10 @@ pub fn check_shape_errors<B: Backend>(backend: &Arc<B>) {
         tape.softmax_cross_entropy(other, &[0, 4]),
         Err(AutogradError::Label { row: 1, label: 4, classes: 4, .. })
     ));
-    assert!(matches!(tape.max_pool(flat, &PoolGeom::square(2, 2, 0, Rounding::Floor).expect("pool")), Err(AutogradError::InvalidDims { .. })));
+    assert!(matches!(
+        tape.max_pool(flat, &PoolGeom::square(2, 2, 0, Rounding::Floor).expect("pool")),
+        Err(AutogradError::InvalidDims { .. })
+    ));
     assert!(matches!(tape.dropout(x, 1.0, 0), Err(AutogradError::InvalidArgument { what: "p", .. })));
     assert!(matches!(tape.backward(x, &mut store), Err(AutogradError::NotScalar { .. })));
     // A tensor of an earlier pass is refused after reset.

@@ -20,7 +20,10 @@ pub fn conv2d(geom: &Conv2dGeom, input: Shape4, x: &[f32], w: &[f32], b: Option<
                     for c in 0..cin_g {
                         for p in 0..geom.kernel_h {
                             for q in 0..geom.kernel_w {
-                                let (r, s) = ((i * geom.stride_h + p) as isize - geom.pad_h as isize, (j * geom.stride_w + q) as isize - geom.pad_w as isize);
+                                let (r, s) = (
+                                    (i * geom.stride_h + p) as isize - geom.pad_h as isize,
+                                    (j * geom.stride_w + q) as isize - geom.pad_w as isize,
+                                );
                                 if r < 0 || s < 0 || r >= input.h as isize || s >= input.w as isize {
                                     continue;
                                 }
@@ -49,7 +52,10 @@ pub fn pool(kind: PoolKind, geom: &PoolGeom, input: Shape4, x: &[f32]) -> Vec<f6
                     let (mut max, mut sum, mut count) = (f64::NEG_INFINITY, 0.0, 0usize);
                     for p in 0..geom.window_h {
                         for q in 0..geom.window_w {
-                            let (r, s) = ((i * geom.stride_h + p) as isize - geom.pad_h as isize, (j * geom.stride_w + q) as isize - geom.pad_w as isize);
+                            let (r, s) = (
+                                (i * geom.stride_h + p) as isize - geom.pad_h as isize,
+                                (j * geom.stride_w + q) as isize - geom.pad_w as isize,
+                            );
                             if r < 0 || s < 0 || r >= input.h as isize || s >= input.w as isize {
                                 continue;
                             }
@@ -152,7 +158,8 @@ pub fn batch_norm(
         let inv_std = 1.0 / (var + f64::from(eps)).sqrt();
         for o in 0..outer {
             for i in 0..inner {
-                y[idx(o, c, i)] = f64::from(gamma[c]) * (f64::from(x[idx(o, c, i)]) - mean) * inv_std + f64::from(beta[c]);
+                y[idx(o, c, i)] =
+                    f64::from(gamma[c]) * (f64::from(x[idx(o, c, i)]) - mean) * inv_std + f64::from(beta[c]);
             }
         }
     }

@@ -61,7 +61,11 @@ fn labels_to_indices(op: &'static str, batch: usize, classes: usize, labels: &[f
             if l >= 0.0 && l.fract() == 0.0 && (l as usize) < classes {
                 Ok(l as usize)
             } else {
-                Err(Error::InvalidParameter { what: "label", value: l.into(), reason: "must be a class index below classes" })
+                Err(Error::InvalidParameter {
+                    what: "label",
+                    value: l.into(),
+                    reason: "must be a class index below classes",
+                })
             }
         })
         .collect()
@@ -150,7 +154,8 @@ impl Backend for CpuBackend {
         // map2 writes a fresh output, so accumulate through a view of y's own values.
         self.run(|| {
             let parallel = y.len() >= elementwise::PARALLEL_MIN;
-            let zip = ndarray::Zip::from(ndarray::ArrayViewMut1::from(&mut y[..])).and(ndarray::ArrayView1::from(&x[..]));
+            let zip =
+                ndarray::Zip::from(ndarray::ArrayViewMut1::from(&mut y[..])).and(ndarray::ArrayView1::from(&x[..]));
             if parallel { zip.par_for_each(|y, &x| *y += alpha * x) } else { zip.for_each(|y, &x| *y += alpha * x) }
         });
         Ok(())
@@ -186,7 +191,14 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn activation_backward(&self, f: Activation, x: &Vec<f32>, y: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
+    fn activation_backward(
+        &self,
+        f: Activation,
+        x: &Vec<f32>,
+        y: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
         const OP: &str = "activation_backward";
         check_len(OP, "y", x.len(), y.len())?;
         check_len(OP, "dy", x.len(), dy.len())?;
@@ -262,7 +274,14 @@ impl Backend for CpuBackend {
         self.with_workspace(|ws| alex_conv::conv2d_backward_weight(geom, input, x, dy, dw, ws)).map_err(conv_error)
     }
 
-    fn pool_forward(&self, kind: PoolKind, geom: &PoolGeom, input: Shape4, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+    fn pool_forward(
+        &self,
+        kind: PoolKind,
+        geom: &PoolGeom,
+        input: Shape4,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
         self.run(|| alex_pool::pool_forward(kind, geom, input, x, y)).map_err(pool_error)
     }
 
@@ -407,9 +426,7 @@ impl Backend for CpuBackend {
         ] {
             check_len(OP, name, layout.channels, len)?;
         }
-        self.run(|| {
-            channels::batch_norm_backward(layout, x, gamma, saved_mean, saved_inv_std, dy, dx, dgamma, dbeta)
-        });
+        self.run(|| channels::batch_norm_backward(layout, x, gamma, saved_mean, saved_inv_std, dy, dx, dgamma, dbeta));
         Ok(())
     }
 

@@ -4,7 +4,13 @@ use rayon::prelude::*;
 
 /// Probabilities and per-row loss `-log p[label] = log sum exp(z - max) - (z[label] - max)`,
 /// stable for logits of any magnitude. `labels` are validated by the caller.
-pub(crate) fn softmax_xent_forward(classes: usize, logits: &[f32], labels: &[usize], probs: &mut [f32], row_loss: &mut [f32]) {
+pub(crate) fn softmax_xent_forward(
+    classes: usize,
+    logits: &[f32],
+    labels: &[usize],
+    probs: &mut [f32],
+    row_loss: &mut [f32],
+) {
     probs.par_chunks_mut(classes).zip(row_loss.par_iter_mut()).enumerate().for_each(|(r, (p, loss))| {
         let z = &logits[r * classes..][..classes];
         let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
