@@ -5,8 +5,10 @@
 //! The bodies are generic functions over [`Backend`]; [`crate::backend_conformance_tests!`]
 //! instantiates one `#[test]` per family for a backend:
 //!
-//! ```ignore
-//! alex_autograd::backend_conformance_tests!(my_backend::Device::new().unwrap());
+//! ```
+//! // In a test file of the backend's crate (here: the CPU backend itself).
+//! alex_autograd::backend_conformance_tests!(alex_autograd::CpuBackend::new());
+//! # fn main() {}
 //! ```
 //!
 //! Nothing here assumes the CPU: values travel through `upload`/`download` only.
