@@ -54,7 +54,10 @@ pub fn pool_backward(
             })
         }),
         PoolKind::Avg => dx_dy.for_each(|(dx, dy)| {
-            with_scratch(&F32_SCRATCH, planes.input.w, |spread| avg_plane(planes, dy, dx, spread))
+            with_scratch(&F32_SCRATCH, planes.input.w + planes.phases_len(), |scratch| {
+                let (spread, phases) = scratch.split_at_mut(planes.input.w);
+                avg_plane(planes, dy, dx, spread, phases)
+            })
         }),
     }
     Ok(())
@@ -104,17 +107,29 @@ fn max_plane(
     }
 }
 
-/// One plane, separably: spread an output row's shares over the columns into `spread`, then
-/// add `spread` to each window row (contiguous, vectorised).
-fn avg_plane(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32]) {
-    let width = planes.input.w;
+/// One plane, separably: spread an output row's shares over the columns into `spread` (the
+/// inner windows' shares through the column phases, one window column at a time), then add
+/// `spread` to each window row. Every inner loop runs over contiguous memory.
+fn avg_plane(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32], phases: &mut [f32]) {
+    let (width, window) = (planes.input.w, planes.geom.window_w);
     dx.fill(0.0);
     for (oh, dy_row) in dy.chunks_exact(planes.output.w).enumerate() {
         let rows = planes.rows(oh);
         spread.fill(0.0);
-        for (ow, &g) in dy_row.iter().enumerate() {
+        let inner_dy = &dy_row[planes.inner_cols.clone()];
+        if !inner_dy.is_empty() {
+            phases.fill(0.0);
+            let cells = (rows.len() * window) as f32;
+            for kw in 0..window {
+                for (p, &g) in phases[planes.inner_cells_range(kw)].iter_mut().zip(inner_dy) {
+                    *p += g / cells;
+                }
+            }
+            planes.merge_phases(phases, spread);
+        }
+        for ow in planes.edge_cols() {
             let cols = planes.cols(ow);
-            let share = g / (rows.len() * cols.len()) as f32;
+            let share = dy_row[ow] / (rows.len() * cols.len()) as f32;
             spread[cols].iter_mut().for_each(|s| *s += share);
         }
         for r in rows {

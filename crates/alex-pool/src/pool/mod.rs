@@ -137,10 +137,45 @@ impl Planes {
         }
     }
 
+    /// The inverse of [`Planes::split_phases`]: writes the phases back into the inner part of
+    /// `row` (up to the row's end).
+    fn merge_phases(&self, phases: &[f32], row: &mut [f32]) {
+        let (stride, len) = (self.geom.stride_w, self.phase_len());
+        let row = &mut row[self.inner_start()..];
+        match stride {
+            1 => {
+                let n = row.len().min(len);
+                row[..n].copy_from_slice(&phases[..n]);
+            }
+            2 => {
+                let (even, odd) = phases.split_at(len);
+                for ((pair, &e), &o) in row.chunks_exact_mut(2).zip(even).zip(odd) {
+                    (pair[0], pair[1]) = (e, o);
+                }
+                if row.len() % 2 == 1 && row.len() / 2 < len {
+                    row[row.len() - 1] = even[row.len() / 2];
+                }
+            }
+            _ => {
+                for (phase, from) in phases.chunks_exact(len).enumerate() {
+                    for (r, &v) in row.iter_mut().skip(phase).step_by(stride).zip(from) {
+                        *r = v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where cell `kw` (window column) of every inner window lives in the phases of a row.
+    fn inner_cells_range(&self, kw: usize) -> Range<usize> {
+        let stride = self.geom.stride_w;
+        let start = (kw % stride) * self.phase_len() + kw / stride;
+        start..start + self.inner_cols.len()
+    }
+
     /// Cell `kw` (window column) of every inner window, from [`Planes::split_phases`]'s output.
     fn inner_cells<'p>(&self, phases: &'p [f32], kw: usize) -> &'p [f32] {
-        let stride = self.geom.stride_w;
-        &phases[(kw % stride) * self.phase_len() + kw / stride..][..self.inner_cols.len()]
+        &phases[self.inner_cells_range(kw)]
     }
 }
 

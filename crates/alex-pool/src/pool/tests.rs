@@ -281,43 +281,17 @@ fn bad_input_is_an_error() {
     let g = PoolGeom::square(3, 2, 0, Rounding::Floor).unwrap();
     let input = shape(2, 3, 7, 7); // output 2 x 3 x 3 x 3
     let (x, y, dx) = (vec![0.0; 294], vec![0.0; 54], vec![0.0; 294]);
-    let buffer = |buffer: &'static str, expected, got| {
-        move |kind| {
-            PoolError::Core(Error::BufferSize {
-                op: super::op_name(kind, buffer.starts_with('d')),
-                buffer,
-                expected,
-                got,
-            })
-        }
-    };
     for kind in KINDS {
-        let mut y_mut = y.clone();
-        assert_eq!(pool_forward(kind, &g, input, &x[1..], &mut y_mut), Err(buffer("x", 294, 293)(kind)));
-        assert_eq!(pool_forward(kind, &g, input, &x, &mut y_mut[1..]), Err(buffer("y", 54, 53)(kind)));
-        let mut dx_mut = dx.clone();
-        let backward_x = pool_backward(kind, &g, input, &x[1..], &y, &y, &mut dx_mut);
-        assert_eq!(
-            backward_x,
-            Err(PoolError::Core(Error::BufferSize {
-                op: super::op_name(kind, true),
-                buffer: "x",
-                expected: 294,
-                got: 293
-            }))
-        );
-        let backward_y = pool_backward(kind, &g, input, &x, &y[1..], &y, &mut dx_mut);
-        assert_eq!(
-            backward_y,
-            Err(PoolError::Core(Error::BufferSize {
-                op: super::op_name(kind, true),
-                buffer: "y",
-                expected: 54,
-                got: 53
-            }))
-        );
-        assert_eq!(pool_backward(kind, &g, input, &x, &y, &y[1..], &mut dx_mut), Err(buffer("dy", 54, 53)(kind)));
-        assert_eq!(pool_backward(kind, &g, input, &x, &y, &y, &mut dx_mut[1..]), Err(buffer("dx", 294, 293)(kind)));
+        let wrong = |backward, buffer, expected, got| {
+            Err(PoolError::Core(Error::BufferSize { op: super::op_name(kind, backward), buffer, expected, got }))
+        };
+        let (mut y_mut, mut dx_mut) = (y.clone(), dx.clone());
+        assert_eq!(pool_forward(kind, &g, input, &x[1..], &mut y_mut), wrong(false, "x", 294, 293));
+        assert_eq!(pool_forward(kind, &g, input, &x, &mut y_mut[1..]), wrong(false, "y", 54, 53));
+        assert_eq!(pool_backward(kind, &g, input, &x[1..], &y, &y, &mut dx_mut), wrong(true, "x", 294, 293));
+        assert_eq!(pool_backward(kind, &g, input, &x, &y[1..], &y, &mut dx_mut), wrong(true, "y", 54, 53));
+        assert_eq!(pool_backward(kind, &g, input, &x, &y, &y[1..], &mut dx_mut), wrong(true, "dy", 54, 53));
+        assert_eq!(pool_backward(kind, &g, input, &x, &y, &y, &mut dx_mut[1..]), wrong(true, "dx", 294, 293));
     }
 
     let mut y = vec![0.0; 1];
