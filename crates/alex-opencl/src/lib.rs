@@ -41,6 +41,8 @@ mod ops;
 #[cfg(test)]
 mod testing;
 
+use std::io::Write as _;
+
 pub use backend::OpenClBackend;
 pub use buffer::ClBuffer;
 pub use device::{DEVICE_ENV, DeviceInfo, DeviceSelector, list_devices};
@@ -59,7 +61,9 @@ pub fn test_backend() -> Option<OpenClBackend> {
             if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
                 panic!("{REQUIRE_ENV}=1 but the OpenCL backend is unavailable: {e}");
             }
-            eprintln!("skipping OpenCL test: {e}");
+            // Straight to stderr, past libtest's output capture, so that skips show in CI logs.
+            let line = format!("skipping OpenCL test: {e}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
             None
         }
     }
