@@ -106,6 +106,12 @@ impl OpenClBackend {
         self.launch(kern, &[groups * self.ctx.wg], &[self.ctx.wg], args)
     }
 
+    /// The shared device context.
+    #[cfg(test)]
+    pub(crate) fn context(&self) -> &Arc<DeviceContext> {
+        &self.ctx
+    }
+
     /// Work-group size of reductions.
     pub(crate) fn wg(&self) -> usize {
         self.ctx.wg
@@ -400,5 +406,29 @@ impl Backend for OpenClBackend {
 
     fn sgd_step(&self, step: &SgdStep, w: &mut ClBuffer, grad: &ClBuffer, velocity: &mut ClBuffer) -> Result<()> {
         ops::sgd::step(self, step, w, grad, velocity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alex_core::Backend;
+
+    use crate::testing::backend;
+
+    #[test]
+    fn dropped_buffers_are_pooled_and_reused() {
+        let Some(be) = backend() else { return };
+        let first = be.zeros(1234).unwrap();
+        drop(first);
+        assert_eq!(be.pooled_bytes(), 1234 * 4);
+        // The same length comes back out of the pool, zeroed by `zeros`.
+        let again = be.zeros(1234).unwrap();
+        assert_eq!(be.pooled_bytes(), 0);
+        let mut host = vec![1.0; 1234];
+        be.download(&again, &mut host).unwrap();
+        assert!(host.iter().all(|&v| v == 0.0));
+        drop(again);
+        be.release_pool();
+        assert_eq!(be.pooled_bytes(), 0);
     }
 }

@@ -107,6 +107,22 @@ pub(crate) struct DeviceContext {
     pub(crate) gemm_rts: usize,
 }
 
+/// Compiles `source` for `device`; a failed build returns the compiler's log.
+fn build_program(
+    context: &Context,
+    device: &Device,
+    info: &DeviceInfo,
+    source: &str,
+    options: &str,
+) -> Result<Program, OpenClError> {
+    let mut program = Program::create_from_source(context, source).cl("clCreateProgramWithSource")?;
+    if program.build(&[device.id()], options).is_err() {
+        let log = program.get_build_log(device.id()).unwrap_or_else(|e| format!("(no build log: {e})"));
+        return Err(OpenClError::Build { device: info.to_string(), log });
+    }
+    Ok(program)
+}
+
 impl DeviceContext {
     pub(crate) fn new(info: DeviceInfo, device: Device, context: Context) -> Result<Self, OpenClError> {
         let max_wg = info.max_work_group_size.max(1);
@@ -117,12 +133,7 @@ impl DeviceContext {
         );
         // One string: cl3 0.13's multi-source call passes `&str` fat pointers where C expects
         // `char*`s, which crashes for more than one source.
-        let source = SOURCES.join("\n");
-        let mut program = Program::create_from_source(&context, &source).cl("clCreateProgramWithSource")?;
-        if program.build(&[device.id()], &options).is_err() {
-            let log = program.get_build_log(device.id()).unwrap_or_else(|e| format!("(no build log: {e})"));
-            return Err(OpenClError::Build { device: format!("{info}"), log });
-        }
+        let program = build_program(&context, &device, &info, &SOURCES.join("\n"), &options)?;
         let kernels = KERNEL_NAMES
             .iter()
             .map(|name| Kernel::create(&program, name).cl("clCreateKernel").map(Mutex::new))
@@ -171,5 +182,27 @@ impl DeviceContext {
         }
         .cl(KERNEL_NAMES[kern as usize])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_errors_carry_the_compiler_log() {
+        let Some(be) = crate::testing::backend() else { return };
+        let ctx = be.context();
+        let bad = "__kernel void broken(__global float* x) { x[0] = undeclared_name; }";
+        let err = build_program(&ctx.context, &ctx.device, &ctx.info, bad, "").err().expect("must not build");
+        let OpenClError::Build { log, .. } = &err else { panic!("{err}") };
+        assert!(log.contains("undeclared_name"), "{log}");
+        assert!(err.to_string().contains("kernel build failed"), "{err}");
+    }
+
+    #[test]
+    fn backends_on_one_device_share_the_built_program() {
+        let (Some(a), Some(b)) = (crate::testing::backend(), crate::testing::backend()) else { return };
+        assert!(std::sync::Arc::ptr_eq(a.context(), b.context()));
     }
 }
