@@ -194,7 +194,7 @@ mod tests {
         let Some(be) = crate::testing::backend() else { return };
         let ctx = be.context();
         let bad = "__kernel void broken(__global float* x) { x[0] = undeclared_name; }";
-        let err = build_program(&ctx.context, &ctx.device, &ctx.info, bad, "").err().expect("must not build");
+        let Err(err) = build_program(&ctx.context, &ctx.device, &ctx.info, bad, "") else { panic!("must not build") };
         let OpenClError::Build { log, .. } = &err else { panic!("{err}") };
         assert!(log.contains("undeclared_name"), "{log}");
         assert!(err.to_string().contains("kernel build failed"), "{err}");
