@@ -154,3 +154,75 @@ fn alexnet_lrn_both_conventions() {
         assert_close("lrn dx", &down(&be, &dxb), &dx, 1e-4);
     }
 }
+
+/// A deterministic pseudo-random integer in `lo..=hi`.
+fn pick(seed: u64, index: u64, lo: usize, hi: usize) -> usize {
+    lo + (alex_core::rng::mix64(seed, index) % (hi - lo + 1) as u64) as usize
+}
+
+/// Randomised convolution geometries (groups, rectangular kernels, strides, padding, all
+/// roundings); those that the geometry rejects are skipped and counted.
+#[test]
+fn randomised_convolutions() {
+    let Some(be) = test_backend() else { return };
+    let mut checked = 0;
+    for case in 0..40u64 {
+        let r = |i: u64, lo: usize, hi: usize| pick(case, i, lo, hi);
+        let groups = r(0, 1, 3);
+        let rounding = [Rounding::Floor, Rounding::Ceil, Rounding::Exact][r(1, 0, 2)];
+        let geom = Conv2dGeom {
+            in_channels: groups * r(2, 1, 3),
+            out_channels: groups * r(3, 1, 4),
+            kernel_h: r(4, 1, 5),
+            kernel_w: r(5, 1, 5),
+            stride_h: r(6, 1, 3),
+            stride_w: r(7, 1, 3),
+            pad_h: r(8, 0, 2),
+            pad_w: r(9, 0, 2),
+            groups,
+            rounding,
+        };
+        let input = shape(r(10, 1, 3), geom.in_channels, r(11, 3, 12), r(12, 3, 12));
+        if geom.output_shape(input).is_ok() {
+            check_conv(&be, geom, input);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} of 40 random geometries were valid");
+}
+
+/// Randomised pooling geometries of both kinds and all roundings.
+#[test]
+fn randomised_pooling() {
+    let Some(be) = test_backend() else { return };
+    let mut checked = 0;
+    for case in 0..40u64 {
+        let r = |i: u64, lo: usize, hi: usize| pick(1000 + case, i, lo, hi);
+        let (window_h, window_w) = (r(0, 1, 4), r(1, 1, 4));
+        let geom = PoolGeom {
+            window_h,
+            window_w,
+            stride_h: r(2, 1, 3),
+            stride_w: r(3, 1, 3),
+            pad_h: r(4, 0, window_h - 1),
+            pad_w: r(5, 0, window_w - 1),
+            rounding: [Rounding::Floor, Rounding::Ceil, Rounding::Exact][r(6, 0, 2)],
+        };
+        let input = shape(r(7, 1, 2), r(8, 1, 3), r(9, 2, 11), r(10, 2, 11));
+        let kind = [PoolKind::Max, PoolKind::Avg][r(11, 0, 1)];
+        let Ok(out) = geom.output_shape(input) else { continue };
+        // alex-core accepts some geometries (stride larger than the window, ceil rounding)
+        // whose last window lies wholly outside the input; alex-pool asserts on those, this
+        // backend writes 0 there. Skip them, counted.
+        let empty = |o: usize, k: usize, s: usize, p: usize, n: usize| o * s + k <= p || o * s >= n + p;
+        if empty(out.h - 1, geom.window_h, geom.stride_h, geom.pad_h, input.h)
+            || empty(out.w - 1, geom.window_w, geom.stride_w, geom.pad_w, input.w)
+        {
+            eprintln!("skipped: {geom:?} on {input} has a window outside the input");
+            continue;
+        }
+        check_pool(&be, kind, geom, input);
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} of 40 random geometries were checked");
+}

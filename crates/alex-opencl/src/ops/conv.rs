@@ -112,7 +112,7 @@ pub(crate) fn forward(
 ) -> Result<()> {
     const OP: &str = "conv2d_forward";
     let plan = Plan::new(geom, input)?;
-    be.check(OP, "weight", w, geom.weight_len())?;
+    be.check(OP, "w", w, geom.weight_len())?;
     be.check(OP, "x", x, input.numel())?;
     be.check(OP, "y", y, plan.out.numel())?;
     if let Some(bias) = bias {
@@ -151,7 +151,7 @@ pub(crate) fn backward_input(
 ) -> Result<()> {
     const OP: &str = "conv2d_backward_input";
     let plan = Plan::new(geom, input)?;
-    be.check(OP, "weight", w, geom.weight_len())?;
+    be.check(OP, "w", w, geom.weight_len())?;
     be.check(OP, "dy", dy, plan.out.numel())?;
     be.check(OP, "dx", dx, input.numel())?;
     let col = be.scratch(plan.col_len())?;
@@ -328,7 +328,7 @@ mod tests {
         let (x, w) = (be.zeros(s.numel()).unwrap(), be.zeros(g.weight_len() - 1).unwrap());
         let mut y = be.zeros(4 * 25).unwrap();
         let err = be.conv2d_forward(&g, s, &x, &w, None, &mut y).unwrap_err();
-        assert!(matches!(err, alex_core::Error::BufferSize { buffer: "weight", .. }), "{err}");
+        assert!(matches!(err, alex_core::Error::BufferSize { buffer: "w", .. }), "{err}");
         let err = be.conv2d_forward(&g, shape(1, 2, 5, 5), &x, &w, None, &mut y).unwrap_err();
         assert!(matches!(err, alex_core::Error::ShapeMismatch { .. }), "{err}");
     }
