@@ -84,15 +84,18 @@ fn max_plane(
             let mut first_cell = true;
             for r in rows.clone() {
                 planes.split_phases(&x[r * width..][..width], phases);
-                for kw in 0..planes.geom.window_w {
-                    let cell_start = r * width + planes.inner_start() + kw;
-                    let cells = planes.inner_cells(phases, kw);
-                    for (j, ((b, at), &v)) in best.iter_mut().zip(best_at.iter_mut()).zip(cells).enumerate() {
+                for (kw, cells) in planes.inner_cell_ranges().enumerate() {
+                    // Plane indices fit in u32 (checked by `Planes::new`); 32-bit lanes match
+                    // the f32 lanes.
+                    let (first_at, stride) =
+                        ((r * width + planes.inner_start() + kw) as u32, planes.geom.stride_w as u32);
+                    let windows = best.iter_mut().zip(best_at.iter_mut()).zip(&phases[cells]);
+                    for (j, ((b, at), &v)) in (0u32..).zip(windows) {
                         // A bit mask rather than `if`: LLVM turns an `if` here into masked
                         // stores, which SSE2 can only do one lane at a time.
                         let take = u32::from(first_cell | beats(v, *b)).wrapping_neg();
                         *b = f32::from_bits((v.to_bits() & take) | (b.to_bits() & !take));
-                        *at = ((cell_start + j * planes.geom.stride_w) as u32 & take) | (*at & !take);
+                        *at = ((first_at + j * stride) & take) | (*at & !take);
                     }
                     first_cell = false;
                 }
@@ -120,8 +123,8 @@ fn avg_plane(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32], ph
         if !inner_dy.is_empty() {
             phases.fill(0.0);
             let cells = (rows.len() * window) as f32;
-            for kw in 0..window {
-                for (p, &g) in phases[planes.inner_cells_range(kw)].iter_mut().zip(inner_dy) {
+            for cell in planes.inner_cell_ranges() {
+                for (p, &g) in phases[cell].iter_mut().zip(inner_dy) {
                     *p += g / cells;
                 }
             }

@@ -95,9 +95,10 @@ fn forward_plane<R: Reduction>(planes: &Planes, x: &[f32], y: &mut [f32], column
         let inner = &mut y_row[planes.inner_cols.clone()];
         if !inner.is_empty() {
             planes.split_phases(column_fold, phases);
-            inner.copy_from_slice(planes.inner_cells(phases, 0));
-            for kw in 1..planes.geom.window_w {
-                for (out, &v) in inner.iter_mut().zip(planes.inner_cells(phases, kw)) {
+            let mut cells = planes.inner_cell_ranges();
+            inner.copy_from_slice(&phases[cells.next().expect("windows have a column")]);
+            for cell in cells {
+                for (out, &v) in inner.iter_mut().zip(&phases[cell]) {
                     *out = R::fold(*out, v);
                 }
             }

@@ -109,7 +109,7 @@ impl Planes {
     }
 
     /// Splits the inner part of an input row by column phase modulo the stride, so that cell
-    /// `kw` of every inner window is one contiguous slice (`inner_cells(phases, kw)`): the
+    /// `kw` of every inner window is one contiguous slice ([`Planes::inner_cell_ranges`]): the
     /// window loops then run over contiguous memory and compile to vector code for any stride.
     fn split_phases(&self, row: &[f32], phases: &mut [f32]) {
         let (stride, len) = (self.geom.stride_w, self.phase_len());
@@ -166,16 +166,19 @@ impl Planes {
         }
     }
 
-    /// Where cell `kw` (window column) of every inner window lives in the phases of a row.
-    fn inner_cells_range(&self, kw: usize) -> Range<usize> {
-        let stride = self.geom.stride_w;
-        let start = (kw % stride) * self.phase_len() + kw / stride;
-        start..start + self.inner_cols.len()
-    }
-
-    /// Cell `kw` (window column) of every inner window, from [`Planes::split_phases`]'s output.
-    fn inner_cells<'p>(&self, phases: &'p [f32], kw: usize) -> &'p [f32] {
-        &phases[self.inner_cells_range(kw)]
+    /// For each window column `kw` in order, where that cell of every inner window lives in
+    /// the phases of a row: phase `kw % stride`, from offset `kw / stride` (counted up, not
+    /// divided: this runs in the kernels' loops).
+    fn inner_cell_ranges(&self) -> impl Iterator<Item = Range<usize>> + use<> {
+        let (stride, len, windows) = (self.geom.stride_w, self.phase_len(), self.inner_cols.len());
+        (0..self.geom.window_w).scan((0, 0), move |(phase, offset), _| {
+            let start = *phase * len + *offset;
+            *phase += 1;
+            if *phase == stride {
+                (*phase, *offset) = (0, *offset + 1);
+            }
+            Some(start..start + windows)
+        })
     }
 }
 
@@ -191,8 +194,11 @@ fn clipped(o: usize, stride: usize, pad: usize, window: usize, input: usize) -> 
 /// Whether `v` replaces `best` as the running maximum: strictly larger, or the first NaN.
 #[inline(always)]
 fn beats(v: f32, best: f32) -> bool {
-    // Non-short-circuit `|` and `&`, so that loops over this compile to vector compares.
-    (v > best) | (v.is_nan() & !best.is_nan())
+    // `!(v <= best)` is `v > best` or either is NaN; a NaN `best` is never beaten. Two vector
+    // compares and an `and` (non-short-circuit, so that loops over this stay branch-free).
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    let larger_or_unordered = !(v <= best);
+    larger_or_unordered & !best.is_nan()
 }
 
 /// The larger of `a` and `b`, or NaN if either is NaN: the value of the [`beats`] winner.
