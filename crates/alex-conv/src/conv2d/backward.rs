@@ -27,7 +27,7 @@ pub fn conv2d_backward_input(
     ws: &mut ConvWorkspace,
 ) -> Result<(), ConvError> {
     const OP: &str = "conv2d_backward_input";
-    let plan = Plan::new(geom, input)?;
+    let plan = Plan::new(OP, geom, input)?;
     check_len(OP, "w", geom.weight_len(), w.len())?;
     check_len(OP, "dy", plan.batch * plan.output_image_len(), dy.len())?;
     check_len(OP, "dx", input.numel(), dx.len())?;
@@ -80,7 +80,7 @@ pub fn conv2d_backward_weight(
     ws: &mut ConvWorkspace,
 ) -> Result<(), ConvError> {
     const OP: &str = "conv2d_backward_weight";
-    let plan = Plan::new(geom, input)?;
+    let plan = Plan::new(OP, geom, input)?;
     check_len(OP, "x", input.numel(), x.len())?;
     check_len(OP, "dy", plan.batch * plan.output_image_len(), dy.len())?;
     check_len(OP, "dw", geom.weight_len(), dw.len())?;
@@ -151,7 +151,7 @@ pub fn conv2d_backward_weight(
 /// Invalid geometry for `input`, or `dy` / `db` of the wrong length, naming the buffer.
 pub fn conv2d_backward_bias(geom: &Conv2dGeom, input: Shape4, dy: &[f32], db: &mut [f32]) -> Result<(), ConvError> {
     const OP: &str = "conv2d_backward_bias";
-    let plan = Plan::new(geom, input)?;
+    let plan = Plan::new(OP, geom, input)?;
     check_len(OP, "dy", plan.batch * plan.output_image_len(), dy.len())?;
     check_len(OP, "db", geom.out_channels, db.len())?;
     for (o, db) in db.iter_mut().enumerate() {

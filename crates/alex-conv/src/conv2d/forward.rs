@@ -40,7 +40,7 @@ pub fn conv2d_forward(
     ws: &mut ConvWorkspace,
 ) -> Result<(), ConvError> {
     const OP: &str = "conv2d_forward";
-    let plan = Plan::new(geom, input)?;
+    let plan = Plan::new(OP, geom, input)?;
     check_len(OP, "x", input.numel(), x.len())?;
     check_len(OP, "w", geom.weight_len(), w.len())?;
     if let Some(bias) = bias {

@@ -43,10 +43,17 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// Validates `geom` against `input`.
-    fn new(geom: &Conv2dGeom, input: Shape4) -> Result<Self, ConvError> {
+    /// Validates `geom` against `input`; `op` names the caller in errors.
+    fn new(op: &'static str, geom: &Conv2dGeom, input: Shape4) -> Result<Self, ConvError> {
         let out = geom.output_shape(input)?;
-        let k = geom.in_per_group() * geom.kernel_h * geom.kernel_w;
+        // Sizes that would overflow are rejected before anything indexes with them.
+        let product = |what, dims: &[usize]| {
+            dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or(ConvError::SizeOverflow { op, what })
+        };
+        product("input elements", &input.dims())?;
+        product("output elements", &out.dims())?;
+        let k = product("weight elements", &geom.weight_dims())? / geom.out_channels;
+        product("im2col columns", &[k, out.h, out.w])?;
         Ok(Self {
             geom: *geom,
             batch: input.n,

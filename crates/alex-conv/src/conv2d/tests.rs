@@ -492,6 +492,14 @@ fn invalid_inputs_are_errors_naming_the_values() {
             Error::GroupsDoNotDivide { what: "input channels", channels: 4, groups: 3 },
         ),
     ];
+    // Sizes whose products overflow usize are errors, not wrapped lengths.
+    let huge = geom(1, 1, (1, 1), (1, 1), (0, 0), 1);
+    let huge_input = shape(usize::MAX / 2, 1, 2, 2);
+    assert_eq!(
+        conv2d_backward_bias(&huge, huge_input, &y, &mut b.clone()).unwrap_err(),
+        ConvError::SizeOverflow { op: "conv2d_backward_bias", what: "input elements" }
+    );
+
     for (bad_geom, bad_input, want) in bad {
         let want = ConvError::Core(want);
         let (x, y) = (vec![0.0; bad_input.numel()], vec![0.0; 1]);
