@@ -57,8 +57,7 @@ pub fn conv2d_backward_input(
             );
             if !plan.input_is_cols {
                 let dx_group = &mut dx_image[g * plan.input_group_len()..][..plan.input_group_len()];
-                dx_group.fill(0.0);
-                col2im(&plan, dcols, dx_group);
+                col2im(&plan, dcols, dx_group, gemm_threads);
             }
         }
     });
@@ -95,7 +94,7 @@ pub fn conv2d_backward_weight(
             let cols: &[f32] = if plan.input_is_cols {
                 x_group
             } else {
-                im2col(&plan, x_group, cols);
+                im2col(&plan, x_group, cols, gemm_threads);
                 cols
             };
             sgemm_strided(

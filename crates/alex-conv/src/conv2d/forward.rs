@@ -58,7 +58,7 @@ pub fn conv2d_forward(
             let cols: &[f32] = if plan.input_is_cols {
                 x_group
             } else {
-                im2col(&plan, x_group, cols);
+                im2col(&plan, x_group, cols, gemm_threads);
                 cols
             };
             let y_group = &mut y_image[g * plan.output_group_len()..][..plan.output_group_len()];

@@ -2,6 +2,9 @@
 //!
 //! Column matrix layout: row `(c * kernel_h + ki) * kernel_w + kj`, column `oy * out_w + ox`,
 //! holding `x[c, oy * stride_h + ki - pad_h, ox * stride_w + kj - pad_w]` (0 in the padding).
+//! Both work channel by channel, so channels can go to different threads.
+
+use rayon::prelude::*;
 
 use super::Plan;
 
@@ -15,78 +18,103 @@ fn valid_range(out_len: usize, in_len: usize, stride: usize, offset: isize) -> s
     (lo as usize).min(hi)..hi
 }
 
-/// Calls `row(col_row, x_channel_index, valid_oy, ki, kj)` for every row of the column matrix.
-fn for_each_row(plan: &Plan, mut row: impl FnMut(usize, usize, std::ops::Range<usize>, usize, usize)) {
-    let g = &plan.geom;
-    for c in 0..plan.in_per_group {
-        for ki in 0..g.kernel_h {
-            let oy_valid = valid_range(plan.out_h, plan.in_h, g.stride_h, ki as isize - g.pad_h as isize);
-            for kj in 0..g.kernel_w {
-                row((c * g.kernel_h + ki) * g.kernel_w + kj, c, oy_valid.clone(), ki, kj);
-            }
-        }
+/// Runs `f(index, chunk)` over the `chunk`-element chunks of `data`, on up to `threads`
+/// threads of the rayon pool.
+fn for_each_chunk(threads: usize, data: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if threads > 1 {
+        data.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        data.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     }
 }
 
-/// Fills `cols` (`plan.k x plan.p`) from one group's input channels `x` (`in_per_group x h x w`).
-pub(crate) fn im2col(plan: &Plan, x: &[f32], cols: &mut [f32]) {
-    assert_eq!(x.len(), plan.in_per_group * plan.in_h * plan.in_w);
+/// The taps `(ki, kj)` of one channel with the rows `oy` and columns `ox` of the output whose
+/// input pixel is inside the image; `first_x` is the input column of output column
+/// `ox_valid.start`.
+struct Tap {
+    ki: usize,
+    oy_valid: std::ops::Range<usize>,
+    ox_valid: std::ops::Range<usize>,
+    first_x: usize,
+}
+
+fn taps(plan: &Plan) -> impl Iterator<Item = Tap> + '_ {
+    let g = &plan.geom;
+    (0..g.kernel_h * g.kernel_w).map(move |r| {
+        let (ki, kj) = (r / g.kernel_w, r % g.kernel_w);
+        let offset_x = kj as isize - g.pad_w as isize;
+        let ox_valid = valid_range(plan.out_w, plan.in_w, g.stride_w, offset_x);
+        Tap {
+            ki,
+            oy_valid: valid_range(plan.out_h, plan.in_h, g.stride_h, ki as isize - g.pad_h as isize),
+            first_x: ((ox_valid.start * g.stride_w) as isize + offset_x).max(0) as usize,
+            ox_valid,
+        }
+    })
+}
+
+/// Fills `cols` (`plan.k x plan.p`) from one group's input channels `x` (`in_per_group x h x
+/// w`), channels split over up to `threads` threads.
+pub(crate) fn im2col(plan: &Plan, x: &[f32], cols: &mut [f32], threads: usize) {
+    let plane = plan.in_h * plan.in_w;
+    assert_eq!(x.len(), plan.in_per_group * plane);
     assert_eq!(cols.len(), plan.k * plan.p);
     let g = &plan.geom;
     let (w, ow, sw) = (plan.in_w, plan.out_w, g.stride_w);
-    for_each_row(plan, |r, c, oy_valid, ki, kj| {
-        let offset_x = kj as isize - g.pad_w as isize;
-        let ox_valid = valid_range(ow, w, sw, offset_x);
-        let dst = &mut cols[r * plan.p..(r + 1) * plan.p];
-        for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
-            if !oy_valid.contains(&oy) || ox_valid.is_empty() {
-                out_row.fill(0.0);
-                continue;
-            }
-            let iy = oy * g.stride_h + ki - g.pad_h;
-            let src = &x[(c * plan.in_h + iy) * w..][..w];
-            out_row[..ox_valid.start].fill(0.0);
-            out_row[ox_valid.end..].fill(0.0);
-            let first = (ox_valid.start * sw) as isize + offset_x;
-            let src = &src[first as usize..];
-            let out = &mut out_row[ox_valid.clone()];
-            if sw == 1 {
-                out.copy_from_slice(&src[..out.len()]);
-            } else {
-                for (o, s) in out.iter_mut().zip(src.iter().step_by(sw)) {
-                    *o = *s;
+    for_each_chunk(threads, cols, g.kernel_h * g.kernel_w * plan.p, |c, rows| {
+        let x_plane = &x[c * plane..][..plane];
+        for (tap, row) in taps(plan).zip(rows.chunks_exact_mut(plan.p)) {
+            for (oy, out_row) in row.chunks_exact_mut(ow).enumerate() {
+                if !tap.oy_valid.contains(&oy) || tap.ox_valid.is_empty() {
+                    out_row.fill(0.0);
+                    continue;
+                }
+                let iy = oy * g.stride_h + tap.ki - g.pad_h;
+                out_row[..tap.ox_valid.start].fill(0.0);
+                out_row[tap.ox_valid.end..].fill(0.0);
+                let src = &x_plane[iy * w + tap.first_x..(iy + 1) * w];
+                let out = &mut out_row[tap.ox_valid.clone()];
+                if sw == 1 {
+                    out.copy_from_slice(&src[..out.len()]);
+                } else {
+                    for (o, s) in out.iter_mut().zip(src.iter().step_by(sw)) {
+                        *o = *s;
+                    }
                 }
             }
         }
     });
 }
 
-/// Adds the column matrix `cols` back into one group's input gradient `dx` (the adjoint of
-/// [`im2col`]); `dx` must be zeroed (or hold what the sum should start from).
-pub(crate) fn col2im(plan: &Plan, cols: &[f32], dx: &mut [f32]) {
-    assert_eq!(dx.len(), plan.in_per_group * plan.in_h * plan.in_w);
+/// Writes into one group's input gradient `dx` the column matrix `cols` summed back onto the
+/// pixels it was gathered from (the adjoint of [`im2col`]); `dx` is overwritten. Channels are
+/// split over up to `threads` threads.
+pub(crate) fn col2im(plan: &Plan, cols: &[f32], dx: &mut [f32], threads: usize) {
+    let plane = plan.in_h * plan.in_w;
+    assert_eq!(dx.len(), plan.in_per_group * plane);
     assert_eq!(cols.len(), plan.k * plan.p);
     let g = &plan.geom;
     let (w, ow, sw) = (plan.in_w, plan.out_w, g.stride_w);
-    for_each_row(plan, |r, c, oy_valid, ki, kj| {
-        let offset_x = kj as isize - g.pad_w as isize;
-        let ox_valid = valid_range(ow, w, sw, offset_x);
-        if ox_valid.is_empty() {
-            return;
-        }
-        let src_rows = &cols[r * plan.p..(r + 1) * plan.p];
-        for oy in oy_valid {
-            let iy = oy * g.stride_h + ki - g.pad_h;
-            let first = (ox_valid.start * sw) as isize + offset_x;
-            let dst = &mut dx[(c * plan.in_h + iy) * w + first as usize..][..(ox_valid.len() - 1) * sw + 1];
-            let src = &src_rows[oy * ow..][ox_valid.clone()];
-            if sw == 1 {
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d += *s;
-                }
-            } else {
-                for (d, s) in dst.iter_mut().step_by(sw).zip(src) {
-                    *d += *s;
+    let channel_rows = g.kernel_h * g.kernel_w * plan.p;
+    for_each_chunk(threads, dx, plane, |c, dx_plane| {
+        dx_plane.fill(0.0);
+        let rows = &cols[c * channel_rows..][..channel_rows];
+        for (tap, row) in taps(plan).zip(rows.chunks_exact(plan.p)) {
+            if tap.ox_valid.is_empty() {
+                continue;
+            }
+            for oy in tap.oy_valid.clone() {
+                let iy = oy * g.stride_h + tap.ki - g.pad_h;
+                let dst = &mut dx_plane[iy * w + tap.first_x..][..(tap.ox_valid.len() - 1) * sw + 1];
+                let src = &row[oy * ow..][tap.ox_valid.clone()];
+                if sw == 1 {
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d += *s;
+                    }
+                } else {
+                    for (d, s) in dst.iter_mut().step_by(sw).zip(src) {
+                        *d += *s;
+                    }
                 }
             }
         }

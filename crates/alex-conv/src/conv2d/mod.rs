@@ -4,7 +4,8 @@
 //! the values; past that point the work is split across threads as follows: with `t` threads
 //! and a batch of `n`, the first `n / t * t` images go `n / t` per thread (each thread with its
 //! own column buffer and single-threaded GEMMs), and the last `n % t` images run one after the
-//! other with `t`-thread GEMMs. So batch 1 uses parallel GEMM, larger batches whole images.
+//! other with `t`-thread GEMMs and im2col/col2im split by channel. So batch 1 uses parallel
+//! GEMM, larger batches whole images.
 //! (With the `matrixmultiply` backend, which threads every product itself, images always go
 //! one after another.)
 
