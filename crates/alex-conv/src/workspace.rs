@@ -25,7 +25,9 @@ pub(crate) fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// allocate their small packing buffers per product.)
 ///
 /// Threads come from the current rayon pool (the global one unless the call runs inside
-/// `ThreadPool::install`); [`ConvWorkspace::with_threads`] caps how many a call uses.
+/// `ThreadPool::install`); [`ConvWorkspace::with_threads`] caps how many a call uses. (With
+/// the `matrixmultiply` feature, that crate's own pool does the threading instead; see
+/// [`crate::gemm::THREADS_PER_CALL`].)
 #[derive(Debug)]
 pub struct ConvWorkspace {
     pub(crate) threads: usize,

@@ -422,6 +422,12 @@ fn workspace_is_reused_not_regrown() {
 }
 
 #[test]
+fn workspace_can_move_between_threads() {
+    fn assert_send<T: Send + Default>() {}
+    assert_send::<ConvWorkspace>();
+}
+
+#[test]
 fn zero_threads_counts_as_one() {
     assert_eq!(ConvWorkspace::with_threads(0).threads(), 1);
     assert_eq!(ConvWorkspace::default().threads(), rayon::current_num_threads());
