@@ -111,3 +111,26 @@ fn lrn_forward(bencher: Bencher<'_, '_>) {
         be.synchronize().unwrap();
     });
 }
+
+/// One SGD step (forward, backward, update) of `alex-autograd`'s `SmallConvNet` at batch 32
+/// on this backend, synchronised at the end; the counter gives training images/s.
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn small_conv_net_train_step(bencher: Bencher<'_, '_>) {
+    use alex_autograd::small_net::SmallConvNet;
+    use alex_autograd::{ParamStore, Tape};
+
+    let be = std::sync::Arc::new(alex_opencl::test_backend().unwrap());
+    let net = SmallConvNet::new(32).unwrap();
+    let mut store = ParamStore::new(std::sync::Arc::clone(&be));
+    net.init(&mut store, 1).unwrap();
+    let mut tape = Tape::train(std::sync::Arc::clone(&be));
+    let (images, labels) = net.synthetic_batch(0);
+    let step = alex_core::SgdStep { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 };
+    bencher.counter(ItemsCount::new(net.batch)).bench_local(|| {
+        tape.reset();
+        let loss = net.loss(&mut tape, &mut store, &images, &labels, 0).unwrap();
+        tape.backward(loss, &mut store).unwrap();
+        store.sgd_step(&step).unwrap();
+        be.synchronize().unwrap();
+    });
+}
