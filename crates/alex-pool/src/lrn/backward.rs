@@ -75,6 +75,9 @@ fn channel_block(images: usize, channels: usize, size: usize) -> usize {
     channels.div_ceil(blocks_per_image).max(size).min(channels)
 }
 
+/// Pixels per step of the window sum in [`backward_block`].
+const CHUNK: usize = 256;
+
 /// Image `n` of an NCHW tensor whose images hold `len` elements.
 fn image_of(tensor: &[f32], n: usize, len: usize) -> &[f32] {
     &tensor[n * len..][..len]
@@ -137,15 +140,22 @@ fn backward_block_kernel<P: InversePower>(
             }
             next_ratio += 1;
         }
-        dx.copy_from_slice(&ring[(lo % slots) * plane..][..plane]);
-        for j in lo + 1..=hi {
-            for (d, &r) in dx.iter_mut().zip(&ring[(j % slots) * plane..][..plane]) {
-                *d += r;
-            }
-        }
+        // The window sum goes through a small stack buffer, chunk by chunk: a plane-sized
+        // copy into `dx` would be a `memcpy` whose string-move path measured several times
+        // slower here once the tensors are out of cache.
         let (x, dy, s) = (image.plane_of(image.x, i), image.plane_of(image.dy, i), image.plane_of(image.scale, i));
-        for (((d, &a), &g), &s) in dx.iter_mut().zip(x).zip(dy).zip(s) {
-            *d = g * power.of(s) - cross * a * *d;
+        let mut sum = [0.0f32; CHUNK];
+        for (start, dx) in (0..).step_by(CHUNK).zip(dx.chunks_mut(CHUNK)) {
+            let sum = &mut sum[..dx.len()];
+            let slot = |j: usize| &ring[(j % slots) * plane + start..][..dx.len()];
+            sum.copy_from_slice(slot(lo));
+            for j in lo + 1..=hi {
+                sum.iter_mut().zip(slot(j)).for_each(|(t, &r)| *t += r);
+            }
+            let (x, dy, s) = (&x[start..][..dx.len()], &dy[start..][..dx.len()], &s[start..][..dx.len()]);
+            for ((((d, &t), &a), &g), &s) in dx.iter_mut().zip(&*sum).zip(x).zip(dy).zip(s) {
+                *d = g * power.of(s) - cross * a * t;
+            }
         }
     }
 }

@@ -50,6 +50,9 @@ pub fn lrn_forward(params: &LrnParams, input: Shape4, x: &[f32], y: &mut [f32], 
     Ok(())
 }
 
+/// Pixels per step of the window sum in [`forward_plane`].
+const CHUNK: usize = 256;
+
 avx2_when_available! {
     /// One output plane: `scale = k + alpha' * sum of the squares of the `window` planes`,
     /// then `y = a * scale^-beta`.
@@ -75,19 +78,21 @@ fn forward_plane_kernel<P: InversePower>(
     scale: &mut [f32],
     y: &mut [f32],
 ) {
-    // The sum accumulates in `scale`, plane by plane in channel order.
-    let mut planes = window.chunks_exact(a.len());
-    let first = planes.next().expect("an LRN window holds at least one channel");
-    for (s, &v) in scale.iter_mut().zip(first) {
-        *s = v * v;
-    }
-    for a_j in planes {
-        for (s, &v) in scale.iter_mut().zip(a_j) {
-            *s += v * v;
+    // The window sum goes through a small stack buffer, chunk by chunk, so that `scale` and
+    // `y` are each written once, right when computed.
+    let plane = a.len();
+    let mut sum = [0.0f32; CHUNK];
+    for (start, (scale, y)) in (0..).step_by(CHUNK).zip(scale.chunks_mut(CHUNK).zip(y.chunks_mut(CHUNK))) {
+        let sum = &mut sum[..y.len()];
+        let mut planes = window.chunks_exact(plane).map(|a_j| &a_j[start..][..y.len()]);
+        let first = planes.next().expect("an LRN window holds at least one channel");
+        sum.iter_mut().zip(first).for_each(|(t, &v)| *t = v * v);
+        for a_j in planes {
+            sum.iter_mut().zip(a_j).for_each(|(t, &v)| *t += v * v);
         }
-    }
-    for ((y, s), &v) in y.iter_mut().zip(scale.iter_mut()).zip(a) {
-        *s = k + coefficient * *s;
-        *y = v * power.of(*s);
+        for (((y, s), &t), &v) in y.iter_mut().zip(scale).zip(&*sum).zip(&a[start..]) {
+            *s = k + coefficient * t;
+            *y = v * power.of(*s);
+        }
     }
 }

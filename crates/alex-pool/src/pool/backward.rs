@@ -76,9 +76,10 @@ fn max_plane(
     best_at: &mut [u32],
 ) {
     let width = planes.input.w;
-    dx.fill(0.0);
+    let mut zeroed = ZeroedRows::default();
     for (oh, dy_row) in dy.chunks_exact(planes.output.w).enumerate() {
         let rows = planes.rows(oh);
+        zeroed.up_to(rows.end, width, dx);
         if !best.is_empty() {
             // Window cells in row-major order, each across all inner windows at once.
             let mut first_cell = true;
@@ -108,6 +109,7 @@ fn max_plane(
             dx[window_argmax(x, width, rows.clone(), planes.cols(ow))] += dy_row[ow];
         }
     }
+    zeroed.up_to(planes.input.h, width, dx);
 }
 
 /// One plane, separably: spread an output row's shares over the columns into `spread` (the
@@ -115,9 +117,10 @@ fn max_plane(
 /// `spread` to each window row. Every inner loop runs over contiguous memory.
 fn avg_plane(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32], phases: &mut [f32]) {
     let (width, window) = (planes.input.w, planes.geom.window_w);
-    dx.fill(0.0);
+    let mut zeroed = ZeroedRows::default();
     for (oh, dy_row) in dy.chunks_exact(planes.output.w).enumerate() {
         let rows = planes.rows(oh);
+        zeroed.up_to(rows.end, width, dx);
         spread.fill(0.0);
         let inner_dy = &dy_row[planes.inner_cols.clone()];
         if !inner_dy.is_empty() {
@@ -139,6 +142,22 @@ fn avg_plane(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32], ph
             for (d, &s) in dx[r * width..][..width].iter_mut().zip(&*spread) {
                 *d += s;
             }
+        }
+    }
+    zeroed.up_to(planes.input.h, width, dx);
+}
+
+/// Zeroes a plane's gradient rows just before windows first reach them, so that each row is
+/// written while it is about to be used (one pass over the plane, cache-warm), and the rest at
+/// the end.
+#[derive(Default)]
+struct ZeroedRows(usize);
+
+impl ZeroedRows {
+    fn up_to(&mut self, rows: usize, width: usize, dx: &mut [f32]) {
+        if rows > self.0 {
+            dx[self.0 * width..rows * width].fill(0.0);
+            self.0 = rows;
         }
     }
 }
