@@ -1,2 +1,435 @@
-//! The alexnet-rs runner. Placeholder until the trainer lands.
-fn main() {}
+//! The alexnet-rs runner: `cargo xtask train | eval | predict | summary | devices | bench |
+//! ci`. The work lives in the `alexnet` library; this binary parses arguments, picks the
+//! backend, draws progress bars and turns errors into one line and a non-zero exit code.
+
+/// Expands to `$body` with `$b` bound to the concrete backend of `$any`.
+macro_rules! dispatch {
+    ($any:expr, $b:ident => $body:expr) => {
+        match $any {
+            $crate::AnyBackend::Cpu($b) => $body,
+            $crate::AnyBackend::OpenCl($b) => $body,
+        }
+    };
+}
+
+mod bench;
+mod ci;
+mod progress;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use alex_autograd::CpuBackend;
+use alex_core::Backend;
+use alexnet::{Architecture, BackendKind, Preset, RunConfig, Trainer};
+use clap::{Args, Parser, Subcommand};
+
+/// AlexNet (Krizhevsky et al. 2012) in Rust: train, evaluate, predict, inspect, benchmark.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model. Without arguments: the `mini` preset on the embedded Fashion-MNIST.
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on its run's test (or validation) data.
+    Eval(EvalArgs),
+    /// Print the top-5 classes of images with their probabilities.
+    Predict(PredictArgs),
+    /// Print a Keras-style table of a preset's layers, shapes and parameters.
+    Summary(SummaryArgs),
+    /// List the OpenCL devices.
+    Devices,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+    /// Run the CI checks locally: fmt, clippy, tests, and a short training smoke run.
+    Ci(ci::CiArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Training (forward + backward + SGD step) and inference throughput on synthetic input.
+    Train(bench::BenchArgs),
+}
+
+/// Backend selection shared by the commands that compute.
+#[derive(Args, Debug, Clone)]
+struct BackendArgs {
+    /// Compute backend: cpu or opencl.
+    #[arg(long)]
+    backend: Option<BackendKind>,
+    /// OpenCL device index (see `cargo xtask devices`).
+    #[arg(long)]
+    device: Option<usize>,
+    /// Compute threads for the CPU backend (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Training data: an ImageNet-style folder (one sub-folder per class), an IDX folder or a
+    /// CIFAR-10 binary folder. Default: the embedded Fashion-MNIST.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Model preset: paper, caffenet, keras-bn or mini.
+    #[arg(long)]
+    preset: Option<Preset>,
+    /// Validation data (same layout as --data).
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Hold out this fraction of the training data for validation when --val is absent.
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    /// Test data, evaluated at the end (IDX and CIFAR folders bring their own).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Epochs to train.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per SGD step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Base learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Seed of initialisation, data order, augmentation and dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// A TOML configuration file (command-line options override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run name: the folder under the runs folder (default: <preset>-<n>, the first free).
+    #[arg(long)]
+    name: Option<String>,
+    /// Parent folder of run folders.
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+    /// Continue a run from its newest checkpoint: a run folder, or without a value the
+    /// newest run under the runs folder.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    resume: Option<PathBuf>,
+    /// Stop after this many steps (smoke runs).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Use at most this many training images.
+    #[arg(long)]
+    max_train_images: Option<usize>,
+    /// Use at most this many validation/test images.
+    #[arg(long)]
+    max_eval_images: Option<usize>,
+    /// Data loader worker threads.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// No progress bars (one line per epoch).
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// A checkpoint's .safetensors (or .state.json), best.safetensors, or a run folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Data to evaluate on (default: the data of the checkpoint's run).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The paper's ten-crop evaluation: average the softmax of four corners, centre and
+    /// their reflections.
+    #[arg(long)]
+    ten_crop: bool,
+    /// Evaluate the validation split instead of the test split.
+    #[arg(long)]
+    val: bool,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(Args, Debug)]
+struct PredictArgs {
+    /// A checkpoint's .safetensors, best.safetensors, or a run folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Image files (JPEG or PNG).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(Args, Debug)]
+struct SummaryArgs {
+    /// Model preset: paper, caffenet, keras-bn or mini.
+    #[arg(long, default_value = "paper")]
+    preset: Preset,
+    /// Number of classes (default: the preset's).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Input as CxHxW, e.g. 3x227x227 (default: the preset's).
+    #[arg(long, value_parser = parse_input)]
+    input: Option<[usize; 3]>,
+}
+
+fn parse_input(s: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<usize> = s.split('x').map(str::parse).collect::<Result<_, _>>().map_err(|e| format!("{s}: {e}"))?;
+    parts.try_into().map_err(|_| format!("{s}: expected CxHxW, e.g. 3x227x227"))
+}
+
+/// The workspace root (xtask's parent folder).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// The embedded Fashion-MNIST.
+fn embedded_data() -> PathBuf {
+    workspace_root().join("datasets").join("fashion-mnist")
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+fn run(cli: Cli) -> AnyResult {
+    match cli.command {
+        Command::Train(args) => train(args),
+        Command::Eval(args) => with_backend(&args.backend.clone(), |b| eval(args, b)),
+        Command::Predict(args) => with_backend(&args.backend.clone(), |b| predict(args, b)),
+        Command::Summary(args) => {
+            let input = args.input.unwrap_or(args.preset.default_input());
+            let classes = args.classes.unwrap_or(args.preset.default_classes());
+            print!("{}", Architecture::new(args.preset, input, classes)?.summary());
+            Ok(())
+        }
+        Command::Devices => devices(),
+        Command::Bench { what: BenchCommand::Train(args) } => bench::run(args),
+        Command::Ci(args) => ci::run(args, &workspace_root()),
+    }
+}
+
+/// A backend chosen at run time.
+enum AnyBackend {
+    Cpu(Arc<CpuBackend>),
+    OpenCl(Arc<alex_opencl::OpenClBackend>),
+}
+
+fn make_backend(args: &BackendArgs, default: BackendKind) -> AnyResult<AnyBackend> {
+    match args.backend.unwrap_or(default) {
+        BackendKind::Cpu => {
+            let cpu = match args.threads {
+                Some(t) if t > 0 => CpuBackend::with_threads(t)?,
+                _ => CpuBackend::new(),
+            };
+            Ok(AnyBackend::Cpu(Arc::new(cpu)))
+        }
+        BackendKind::Opencl => {
+            let selector = match args.device {
+                Some(i) => alex_opencl::DeviceSelector::Index(i),
+                None => alex_opencl::DeviceSelector::Default,
+            };
+            let backend = alex_opencl::OpenClBackend::new(&selector)
+                .map_err(|e| format!("{e}; install an OpenCL driver (e.g. pocl-opencl-icd) or use --backend cpu"))?;
+            Ok(AnyBackend::OpenCl(Arc::new(backend)))
+        }
+    }
+}
+
+fn with_backend(args: &BackendArgs, f: impl FnOnce(AnyBackend) -> AnyResult) -> AnyResult {
+    f(make_backend(args, BackendKind::Cpu)?)
+}
+
+fn resolve_config(args: &TrainArgs) -> AnyResult<RunConfig> {
+    let mut config = match &args.config {
+        Some(path) => RunConfig::load(path, args.preset)?,
+        None => RunConfig::for_preset(args.preset.unwrap_or(Preset::Mini)),
+    };
+    let d = &mut config.data;
+    if let Some(p) = &args.data {
+        d.train = Some(absolute(p));
+    }
+    if d.train.is_none() {
+        d.train = Some(embedded_data());
+    }
+    if let Some(p) = &args.val {
+        d.val = Some(absolute(p));
+    }
+    if let Some(f) = args.val_fraction {
+        d.val_fraction = f;
+    }
+    if let Some(p) = &args.test {
+        d.test = Some(absolute(p));
+    }
+    d.max_train_images = args.max_train_images.or(d.max_train_images);
+    d.max_eval_images = args.max_eval_images.or(d.max_eval_images);
+    if let Some(w) = args.workers {
+        d.workers = w;
+    }
+    let o = &mut config.optim;
+    o.epochs = args.epochs.unwrap_or(o.epochs);
+    o.batch_size = args.batch_size.unwrap_or(o.batch_size);
+    o.lr = args.lr.unwrap_or(o.lr);
+    o.max_steps = args.max_steps.or(o.max_steps);
+    config.seed = args.seed.unwrap_or(config.seed);
+    config.backend = args.backend.backend.unwrap_or(config.backend);
+    config.device = args.backend.device.unwrap_or(config.device);
+    config.threads = args.backend.threads.unwrap_or(config.threads);
+    if let Some(dir) = &args.runs_dir {
+        config.output.runs_dir = dir.clone();
+    }
+    match &args.name {
+        Some(name) => config.name = name.clone(),
+        None if args.config.is_none() || config.run_dir().exists() => {
+            let base = config.preset.name();
+            let free = (1..).map(|n| format!("{base}-{n}")).find(|n| !config.output.runs_dir.join(n).exists());
+            config.name = free.expect("some name is free");
+        }
+        None => {}
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The newest run folder (by modification time) under `runs_dir` that has a checkpoint.
+fn newest_run(runs_dir: &Path) -> AnyResult<PathBuf> {
+    let entries = std::fs::read_dir(runs_dir).map_err(|e| format!("{}: {e}; nothing to resume", runs_dir.display()))?;
+    let newest = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("checkpoints").is_dir() && p.join(alexnet::trainer::CONFIG_FILE).exists())
+        .max_by_key(|p| p.join("checkpoints").metadata().and_then(|m| m.modified()).ok());
+    newest.ok_or_else(|| format!("no run with checkpoints under {}; pass --resume RUN_DIR", runs_dir.display()).into())
+}
+
+fn train(args: TrainArgs) -> AnyResult {
+    let (config, resume_dir) = match &args.resume {
+        Some(dir) => {
+            let dir = if dir.as_os_str().is_empty() {
+                newest_run(args.runs_dir.as_deref().unwrap_or(Path::new("runs")))?
+            } else {
+                dir.clone()
+            };
+            let config = RunConfig::load(&dir.join(alexnet::trainer::CONFIG_FILE), None)?;
+            (config, Some(dir))
+        }
+        None => (resolve_config(&args)?, None),
+    };
+    let backend_args = BackendArgs {
+        backend: args.backend.backend.or(Some(config.backend)),
+        device: args.backend.device.or(Some(config.device)),
+        threads: args.backend.threads.or(Some(config.threads)),
+    };
+    let any = make_backend(&backend_args, config.backend)?;
+    dispatch!(any, b => train_on(b, config, resume_dir, &args))
+}
+
+fn train_on<B: Backend + 'static>(
+    backend: Arc<B>,
+    config: RunConfig,
+    resume_dir: Option<PathBuf>,
+    args: &TrainArgs,
+) -> AnyResult {
+    let backend_name = backend.name();
+    let mut trainer = match &resume_dir {
+        Some(dir) => Trainer::resume(dir, backend, args.epochs)?,
+        None => Trainer::new(config, backend)?,
+    };
+    let c = trainer.config();
+    let (train_n, val_n, test_n) = trainer.split_sizes();
+    println!(
+        "{} {} on {} ({} train, {} validation, {} test images), {} parameters, backend {backend_name}",
+        if resume_dir.is_some() { "resuming" } else { "training" },
+        c.preset,
+        c.data.train.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        train_n,
+        val_n.unwrap_or(0),
+        test_n.unwrap_or(0),
+        alexnet::preset::group_thousands(trainer.model().arch.trainable_params()),
+    );
+    if resume_dir.is_some() {
+        println!("continuing after epoch {} (step {})", trainer.epochs_done(), trainer.step());
+    }
+    let mut bars = progress::Bars::new(args.quiet);
+    let result = trainer.fit(&mut bars)?;
+    bars.finish();
+    if let Some(reason) = &result.stopped_early {
+        println!("stopped early: {reason}");
+    }
+    if let Some(v) = result.val {
+        println!(
+            "final validation: top-1 error {:.2}%, top-5 error {:.2}%",
+            100.0 * v.top1_error,
+            100.0 * v.top5_error
+        );
+    }
+    match result.test {
+        Some(t) => println!(
+            "test accuracy: {:.2}% (top-1 error {:.2}%, top-5 error {:.2}%) on {} images after {} epochs, {:.0} s",
+            100.0 * (1.0 - t.top1_error),
+            100.0 * t.top1_error,
+            100.0 * t.top5_error,
+            t.images,
+            result.epochs,
+            result.seconds
+        ),
+        None => println!("no test set; {} epochs in {:.0} s", result.epochs, result.seconds),
+    }
+    let dir = result.run_dir.display();
+    println!("run files: {dir}/ (config.toml, metrics.jsonl, curves.png, result.json, checkpoints/)");
+    Ok(())
+}
+
+fn eval(args: EvalArgs, any: AnyBackend) -> AnyResult {
+    dispatch!(any, b => {
+        let report = alexnet::trainer::evaluate_checkpoint(&args.checkpoint, args.data.as_deref(), !args.val, args.ten_crop, b, &mut progress::Bars::new(false))?;
+        println!("{report}");
+        Ok(())
+    })
+}
+
+fn predict(args: PredictArgs, any: AnyBackend) -> AnyResult {
+    dispatch!(any, b => {
+        let predictions = alexnet::trainer::predict_files(&args.checkpoint, &args.images, b)?;
+        for (path, top5) in args.images.iter().zip(predictions) {
+            println!("{}", path.display());
+            for (name, p) in top5 {
+                println!("  {:>6.2}%  {name}", 100.0 * p);
+            }
+        }
+        Ok(())
+    })
+}
+
+fn devices() -> AnyResult {
+    match alex_opencl::list_devices() {
+        Ok(list) if list.is_empty() => println!("no OpenCL devices"),
+        Ok(list) => {
+            for d in list {
+                println!("{d}");
+            }
+        }
+        Err(e) => println!("no OpenCL devices: {e}"),
+    }
+    Ok(())
+}

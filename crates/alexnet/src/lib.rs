@@ -3,7 +3,7 @@
 //! AlexNet (Krizhevsky, Sutskever, Hinton 2012) assembled from the workspace's parts: model
 //! presets as data ([`Preset`], [`Architecture`]), the paper's training recipe (SGD with
 //! momentum and weight decay, [`Schedule`]s including reduce-on-plateau), top-1/top-5
-//! metrics, checkpoints in safetensors, and a trainer over any `alex_core::Backend`.
+//! metrics, checkpoints in safetensors, and a [`Trainer`] over any `alex_core::Backend`.
 //!
 //! ```
 //! use alexnet::{Architecture, Preset};
@@ -17,17 +17,23 @@
 mod atomic;
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod init;
 pub mod metrics;
+pub mod model;
 pub mod plot;
 pub mod preset;
 pub mod schedule;
+pub mod trainer;
 
 pub use atomic::write_atomic;
 pub use checkpoint::{Checkpoint, CheckpointDir, TensorMap, TrainingState};
 pub use config::{BackendKind, DataConfig, OptimConfig, OutputConfig, RunConfig};
+pub use data::{DataFormat, Datasets, Subset};
 pub use error::{Error, Result};
 pub use metrics::{EpochRecord, MetricsLog, SplitMetrics, TopK};
+pub use model::{Model, ModelInfo};
 pub use preset::{Architecture, InitScheme, LayerSpec, Padding, ParamRole, ParamSpec, Preset, ResolvedLayer};
 pub use schedule::{EpochDecision, LrScheduler, Schedule};
+pub use trainer::{BatchReport, LoadedModel, Observer, RunResult, Silent, Trainer, evaluate, input_for, load_model};

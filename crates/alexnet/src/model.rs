@@ -1,0 +1,142 @@
+//! A model: an [`Architecture`] with its parameters in a [`ParamStore`] on a backend; the
+//! forward pass records the preset's layer list on a [`Tape`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use alex_autograd::{ParamStore, Tape, Tensor};
+use alex_core::{Backend, BatchNormParams, rng::mix64};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::TensorMap;
+use crate::error::{Error, Result};
+use crate::init::init_params;
+use crate::preset::{Architecture, InitScheme, LayerSpec, Preset};
+
+/// What a checkpoint records about the model, so `eval` and `predict` can rebuild it: the
+/// preset, the input and classes, and how images were normalised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The preset.
+    pub preset: Preset,
+    /// Input `[channels, height, width]`.
+    pub input: [usize; 3],
+    /// Class names, indexed by label (their count is the class count).
+    pub class_names: Vec<String>,
+    /// The initialisation the run started from.
+    pub init: InitScheme,
+    /// The square size images are resized to before the centre crop (folders), or `None`
+    /// when the data came at the input size (IDX, CIFAR).
+    pub resize: Option<usize>,
+    /// Per-channel mean subtracted from `[0, 1]` pixel values.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation the centred values are divided by.
+    pub std: Vec<f32>,
+}
+
+/// The safetensors metadata key holding [`ModelInfo`] as JSON.
+pub const MODEL_KEY: &str = "alexnet-rs.model";
+
+impl ModelInfo {
+    /// The architecture this describes.
+    pub fn architecture(&self) -> Result<Architecture> {
+        Architecture::new(self.preset, self.input, self.class_names.len())
+    }
+
+    /// As checkpoint metadata.
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        let json = serde_json::to_string(self).expect("ModelInfo serialises");
+        HashMap::from([(MODEL_KEY.to_string(), json)])
+    }
+
+    /// From checkpoint metadata.
+    pub fn from_metadata(metadata: &HashMap<String, String>, path: &std::path::Path) -> Result<Self> {
+        let bad = |reason: String| Error::Checkpoint { path: path.to_path_buf(), reason };
+        let json = metadata.get(MODEL_KEY).ok_or_else(|| bad(format!("no `{MODEL_KEY}` in its metadata")))?;
+        serde_json::from_str(json).map_err(|e| bad(format!("unreadable model description: {e}")))
+    }
+}
+
+/// An architecture with its parameters on backend `B`.
+pub struct Model<B: Backend> {
+    /// The resolved layers.
+    pub arch: Architecture,
+    /// Parameter values, gradients and momentum.
+    pub store: ParamStore<B>,
+}
+
+impl<B: Backend> Model<B> {
+    /// A model with freshly initialised parameters.
+    pub fn init(arch: Architecture, backend: Arc<B>, scheme: InitScheme, seed: u64) -> Result<Self> {
+        let params = init_params(&arch, scheme, seed);
+        Self::from_params(arch, backend, &params)
+    }
+
+    /// A model whose parameters come from `params` (every tensor of the architecture must be
+    /// present with its dims; extra tensors are an error).
+    pub fn from_params(arch: Architecture, backend: Arc<B>, params: &TensorMap) -> Result<Self> {
+        let mut store = ParamStore::new(backend);
+        let mut by_name: HashMap<&str, &alex_autograd::HostTensor> =
+            params.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for spec in arch.params() {
+            let t = by_name.remove(spec.name.as_str()).ok_or_else(|| {
+                Error::config(format!("parameter {} is missing (the weights are for another model?)", spec.name))
+            })?;
+            if t.dims != spec.dims {
+                return Err(Error::config(format!(
+                    "parameter {} has dims {:?}, the {} model needs {:?}",
+                    spec.name, t.dims, arch.preset, spec.dims
+                )));
+            }
+            if spec.role.trainable() {
+                store.insert(&spec.name, &t.dims, &t.data)?;
+            } else {
+                store.insert_state(&spec.name, &t.dims, &t.data)?;
+            }
+        }
+        if let Some(extra) = by_name.keys().min() {
+            return Err(Error::config(format!("unexpected parameter {extra} for the {} model", arch.preset)));
+        }
+        Ok(Self { arch, store })
+    }
+
+    /// Every parameter (and state) copied to the host, in layer order.
+    pub fn params_to_host(&self) -> Result<TensorMap> {
+        Ok(self.store.to_host_map()?)
+    }
+
+    /// Records the forward pass of `x` (`[batch, c, h, w]`) on `tape`; returns the logits
+    /// `[batch, classes]`. On a training tape dropout draws masks from `dropout_seed`
+    /// (one stream per dropout layer) and batch norm updates its running averages.
+    pub fn forward(&mut self, tape: &mut Tape<B>, x: Tensor, dropout_seed: u64) -> Result<Tensor> {
+        let mut h = x;
+        for (i, layer) in self.arch.layers.iter().enumerate() {
+            h = match &layer.spec {
+                LayerSpec::Conv { name, .. } => {
+                    let geom = layer.conv.as_ref().expect("resolved convolutions carry their geometry");
+                    let w = tape.param(&self.store, &format!("{name}.weight"))?;
+                    let b = tape.param(&self.store, &format!("{name}.bias"))?;
+                    tape.conv2d(h, w, Some(b), geom)?
+                }
+                LayerSpec::Activation { function } => tape.activation(*function, h)?,
+                LayerSpec::Lrn { params } => tape.lrn(h, params)?,
+                LayerSpec::MaxPool { .. } => {
+                    let geom = layer.pool.as_ref().expect("resolved pools carry their geometry");
+                    tape.max_pool(h, geom)?
+                }
+                LayerSpec::BatchNorm { name, eps, momentum } => {
+                    let params = BatchNormParams { eps: *eps, momentum: *momentum };
+                    tape.batch_norm(h, &mut self.store, name, &params)?
+                }
+                LayerSpec::Dropout { p } => tape.dropout(h, *p, mix64(dropout_seed, i as u64))?,
+                LayerSpec::Flatten => tape.flatten(h)?,
+                LayerSpec::Dense { name, .. } => {
+                    let w = tape.param(&self.store, &format!("{name}.weight"))?;
+                    let b = tape.param(&self.store, &format!("{name}.bias"))?;
+                    tape.linear(h, w, Some(b))?
+                }
+            };
+        }
+        Ok(h)
+    }
+}

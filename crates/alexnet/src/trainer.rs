@@ -1,0 +1,663 @@
+//! The training loop: SGD over the loader's batches, metrics, schedules, checkpoints and
+//! resumption, generic over the backend.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use alex_augment::{Augment, Loader, TenCrop, Transform};
+use alex_autograd::Tape;
+use alex_core::{Backend, SgdStep, rng::mix64};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, CheckpointDir, TrainingState};
+use crate::config::RunConfig;
+use crate::data::{DataFormat, Datasets};
+use crate::error::{Error, Result};
+use crate::metrics::{EpochRecord, MetricsLog, SplitMetrics, TopK};
+use crate::model::{Model, ModelInfo};
+use crate::plot::plot_curves;
+use crate::preset::{Architecture, Preset};
+use crate::schedule::LrScheduler;
+
+/// Progress of one training step, for progress bars.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchReport {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Batch within the epoch (0-based).
+    pub batch: usize,
+    /// Batches in the epoch.
+    pub batches: usize,
+    /// The batch's mean loss.
+    pub loss: f32,
+    /// The learning rate used.
+    pub lr: f32,
+    /// Training images per second so far this epoch.
+    pub images_per_sec: f64,
+}
+
+/// Receives progress; every method does nothing by default.
+pub trait Observer {
+    /// An epoch starts.
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    /// A step finished.
+    fn batch_end(&mut self, _report: &BatchReport) {}
+    /// An epoch finished (validation included).
+    fn epoch_end(&mut self, _record: &EpochRecord) {}
+    /// An evaluation pass over `batches` batches starts (`what`: validation, test).
+    fn eval_start(&mut self, _what: &str, _batches: usize) {}
+    /// One evaluation batch finished.
+    fn eval_batch(&mut self) {}
+    /// An evaluation pass finished.
+    fn eval_end(&mut self) {}
+    /// A line of information (checkpoint written, skipped samples, ...).
+    fn note(&mut self, _message: &str) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+impl Observer for Silent {}
+
+/// What a finished run produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Epochs finished.
+    pub epochs: usize,
+    /// Steps taken.
+    pub steps: u64,
+    /// Test metrics of the final weights (centre crop), when there is a test set.
+    pub test: Option<SplitMetrics>,
+    /// The last validation metrics.
+    pub val: Option<SplitMetrics>,
+    /// Why training ended early (plateau after the last reduction, step limit).
+    pub stopped_early: Option<String>,
+    /// Wall time of the whole run in seconds.
+    pub seconds: f64,
+}
+
+/// The input `[c, h, w]` of `preset` on data of `format`: small data sets keep their native
+/// size for the presets that accept any size; the paper's presets need 227.
+pub fn input_for(preset: Preset, format: DataFormat) -> Result<[usize; 3]> {
+    let native = Datasets::native_input(format);
+    match (preset, native) {
+        (Preset::Mini | Preset::KerasBn, Some(n)) => Ok(n),
+        (Preset::Mini, None) => Ok([3, 28, 28]),
+        (_, None) => Ok(preset.default_input()),
+        (p, Some([c, h, w])) => Err(Error::config(format!(
+            "the {p} preset needs {}x{}x{} images but this data set is {c}x{h}x{w}; use --preset mini",
+            p.default_input()[0],
+            p.default_input()[1],
+            p.default_input()[2]
+        ))),
+    }
+}
+
+/// Softmax of each row of `logits` (`classes` wide), in place.
+fn softmax_rows(logits: &mut [f32], classes: usize) {
+    for row in logits.chunks_exact_mut(classes) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f64;
+        for v in row.iter_mut() {
+            *v = (*v - max).exp();
+            sum += f64::from(*v);
+        }
+        let inv = (1.0 / sum) as f32;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// Evaluates `model` on every batch of `loader`'s epoch 0: softmax outputs averaged over
+/// each sample's views (ten-crop averaging when the transform has ten), top-1/top-5
+/// error, and the mean of `-ln p(label)`.
+pub fn evaluate<B: Backend>(
+    model: &mut Model<B>,
+    tape: &mut Tape<B>,
+    loader: &Loader,
+    what: &str,
+    obs: &mut dyn Observer,
+) -> Result<SplitMetrics> {
+    let classes = model.arch.classes;
+    let mut topk = TopK::default();
+    let mut loss_sum = 0.0f64;
+    obs.eval_start(what, loader.batches_per_epoch());
+    for batch in loader.epoch(0) {
+        tape.reset();
+        let x = tape.input(&batch.images, &batch.shape)?;
+        let logits = model.forward(tape, x, 0)?;
+        let mut probs = tape.to_host(logits)?;
+        softmax_rows(&mut probs, classes);
+        let views = batch.views;
+        let averaged: Vec<f32> = probs
+            .chunks_exact(classes * views)
+            .flat_map(|sample| {
+                (0..classes).map(move |k| (0..views).map(|v| sample[v * classes + k]).sum::<f32>() / views as f32)
+            })
+            .collect();
+        let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
+        for (row, &label) in averaged.chunks_exact(classes).zip(&labels) {
+            loss_sum -= f64::from(row[label].max(f32::MIN_POSITIVE)).ln();
+        }
+        topk.add_batch(&averaged, &labels, classes);
+        obs.eval_batch();
+    }
+    obs.eval_end();
+    for skip in loader.take_new_skips() {
+        obs.note(&format!("skipped {}: {}", skip.name, skip.reason));
+    }
+    Ok(SplitMetrics {
+        loss: loss_sum / topk.count.max(1) as f64,
+        top1_error: topk.top1_error(),
+        top5_error: topk.top5_error(),
+        images: topk.count,
+    })
+}
+
+/// A training run in progress.
+pub struct Trainer<B: Backend> {
+    config: RunConfig,
+    info: ModelInfo,
+    model: Model<B>,
+    tape: Tape<B>,
+    scheduler: LrScheduler,
+    step: u64,
+    epochs_done: usize,
+    best_val_error: Option<f64>,
+    data: Datasets,
+    train_loader: Loader,
+    ckpts: CheckpointDir,
+    log: MetricsLog,
+    last_checkpoint: Option<PathBuf>,
+}
+
+/// The resolved configuration's file name in a run folder.
+pub const CONFIG_FILE: &str = "config.toml";
+/// The training-curve plot's file name in a run folder.
+pub const PLOT_FILE: &str = "curves.png";
+/// The final result's file name in a run folder.
+pub const RESULT_FILE: &str = "result.json";
+
+impl<B: Backend> Trainer<B> {
+    /// Starts a fresh run: opens the data, builds and initialises the model, creates the
+    /// run folder and writes the resolved configuration. A folder that already holds
+    /// checkpoints is refused (resume it, or pick another name).
+    pub fn new(config: RunConfig, backend: Arc<B>) -> Result<Self> {
+        config.validate()?;
+        let run_dir = config.run_dir();
+        let ckpt_dir = run_dir.join("checkpoints");
+        if ckpt_dir.is_dir() && CheckpointDir::new(&ckpt_dir, 1)?.latest()?.is_some() {
+            return Err(Error::config(format!(
+                "run folder {} already has checkpoints; pass --resume to continue it or --name to start another run",
+                run_dir.display()
+            )));
+        }
+        let (data, info) = Self::open_data(&config)?;
+        let arch = info.architecture()?;
+        let model = Model::init(arch, backend, config.init, config.seed)?;
+        std::fs::create_dir_all(&run_dir).map_err(Error::io(&run_dir))?;
+        crate::atomic::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
+        let log = MetricsLog::new(run_dir.join("metrics.jsonl"));
+        log.truncate_after(0)?;
+        let scheduler = LrScheduler::new(config.optim.schedule, config.optim.lr, config.optim.epochs)?;
+        Self::assemble(config, info, model, scheduler, data, log)
+    }
+
+    /// Continues the run in `run_dir` from its newest checkpoint, to exactly the result an
+    /// uninterrupted run would have reached (same thread count). `epochs`, when given,
+    /// replaces the planned epoch count.
+    pub fn resume(run_dir: &Path, backend: Arc<B>, epochs: Option<usize>) -> Result<Self> {
+        let mut config = RunConfig::load(&run_dir.join(CONFIG_FILE), None)?;
+        if let Some(e) = epochs {
+            config.optim.epochs = e;
+        }
+        let ckpts = CheckpointDir::new(run_dir.join("checkpoints"), config.output.keep_last)?;
+        let latest = ckpts.latest()?.ok_or_else(|| {
+            Error::config(format!("{} has no checkpoint to resume from; start it afresh", run_dir.display()))
+        })?;
+        let ckpt = CheckpointDir::load(&latest)?;
+        let (data, info) = Self::open_data(&config)?;
+        let saved = ModelInfo::from_metadata(&ckpt.metadata, &latest)?;
+        if saved != info {
+            return Err(Error::Checkpoint {
+                path: latest,
+                reason: format!("it is for {saved:?}, but the run's data gives {info:?}"),
+            });
+        }
+        let mut model = Model::from_params(info.architecture()?, backend, &ckpt.weights)?;
+        model.store.load_momentum_from_host(&ckpt.momentum)?;
+        let log = MetricsLog::new(run_dir.join("metrics.jsonl"));
+        log.truncate_after(ckpt.state.epochs_done)?;
+        let mut scheduler = ckpt.state.scheduler.clone();
+        scheduler.epochs = config.optim.epochs;
+        let mut trainer = Self::assemble(config, info, model, scheduler, data, log)?;
+        trainer.step = ckpt.state.step;
+        trainer.epochs_done = ckpt.state.epochs_done;
+        trainer.best_val_error = ckpt.state.best_val_error;
+        trainer.last_checkpoint = Some(latest);
+        Ok(trainer)
+    }
+
+    fn open_data(config: &RunConfig) -> Result<(Datasets, ModelInfo)> {
+        let train_dir = config.data.train.as_ref().ok_or_else(|| Error::config("no training data: pass --data DIR"))?;
+        let input = input_for(config.preset, DataFormat::detect(train_dir)?)?;
+        let data = Datasets::open(config, input)?;
+        let n = &data.eval_transform.normalize;
+        let info = ModelInfo {
+            preset: config.preset,
+            input,
+            class_names: data.class_names.clone(),
+            init: config.init,
+            resize: data.eval_transform.resize.map(|r| r.size),
+            mean: n.mean.clone(),
+            std: n.std.clone(),
+        };
+        // Fail here, not after the first epoch, if the preset does not fit the input.
+        info.architecture()?;
+        Ok((data, info))
+    }
+
+    fn assemble(
+        config: RunConfig,
+        info: ModelInfo,
+        model: Model<B>,
+        scheduler: LrScheduler,
+        data: Datasets,
+        log: MetricsLog,
+    ) -> Result<Self> {
+        let o = &config.optim;
+        let train_loader = Datasets::loader(
+            &data.train,
+            data.train_transform.clone(),
+            o.batch_size,
+            config.data.workers,
+            config.seed,
+            true,
+        )?;
+        let ckpts = CheckpointDir::new(config.run_dir().join("checkpoints"), config.output.keep_last)?;
+        let tape = Tape::train(model.store.backend().clone());
+        Ok(Self {
+            config,
+            info,
+            model,
+            tape,
+            scheduler,
+            step: 0,
+            epochs_done: 0,
+            best_val_error: None,
+            data,
+            train_loader,
+            ckpts,
+            log,
+            last_checkpoint: None,
+        })
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model<B> {
+        &self.model
+    }
+
+    /// The model description saved with checkpoints.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Global step (batches trained).
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Epochs finished.
+    pub fn epochs_done(&self) -> usize {
+        self.epochs_done
+    }
+
+    /// Samples in the training, validation and test splits.
+    pub fn split_sizes(&self) -> (usize, Option<usize>, Option<usize>) {
+        (self.data.train.len(), self.data.val.as_ref().map(|s| s.len()), self.data.test.as_ref().map(|s| s.len()))
+    }
+
+    fn eval_loader(&self, source: &Arc<dyn alex_augment::Source>, transform: Transform) -> Result<Loader> {
+        Datasets::loader(source, transform, self.config.optim.eval_batch_size, self.config.data.workers, 0, false)
+    }
+
+    /// Evaluates the current weights on the validation (`test = false`) or test split,
+    /// centre crop or ten crops.
+    pub fn evaluate_split(
+        &mut self,
+        test: bool,
+        ten_crop: bool,
+        obs: &mut dyn Observer,
+    ) -> Result<Option<SplitMetrics>> {
+        let source = if test { self.data.test.clone() } else { self.data.val.clone() };
+        let Some(source) = source else { return Ok(None) };
+        let mut transform = self.data.eval_transform.clone();
+        if ten_crop {
+            transform.augment = Augment::TenCrop(TenCrop { size: self.info.input[1] });
+        }
+        let loader = self.eval_loader(&source, transform)?;
+        let mut tape = Tape::inference(self.model.store.backend().clone());
+        let what = if test { "test" } else { "validation" };
+        evaluate(&mut self.model, &mut tape, &loader, what, obs).map(Some)
+    }
+
+    /// Trains until the planned epochs are done (or the schedule stops it), checkpointing
+    /// after every epoch, then evaluates the test split.
+    pub fn fit(&mut self, obs: &mut dyn Observer) -> Result<RunResult> {
+        let started = Instant::now();
+        let mut last_val = None;
+        let mut stopped_early = None;
+        let epochs = self.config.optim.epochs;
+        while self.epochs_done < epochs {
+            let epoch = self.epochs_done;
+            let (train, seconds, cut_short) = self.train_epoch(epoch, obs)?;
+            let val = self.evaluate_split(false, false, obs)?;
+            last_val = val;
+            self.epochs_done += 1;
+            let decision = self.scheduler.end_epoch(epoch, val.map(|v| v.top1_error));
+            let record = EpochRecord {
+                epoch: self.epochs_done,
+                step: self.step,
+                lr: self.scheduler.lr(self.epochs_done as f64),
+                train,
+                val,
+                images_per_sec: train.images as f64 / seconds.max(1e-9),
+                seconds,
+            };
+            self.log.append(&record)?;
+            plot_curves(&self.log.read()?, &self.config.run_dir().join(PLOT_FILE))?;
+            let is_best = match (val, self.best_val_error) {
+                (Some(v), Some(best)) => v.top1_error < best,
+                (Some(_), None) | (None, _) => true,
+            };
+            if let (true, Some(v)) = (is_best, val) {
+                self.best_val_error = Some(v.top1_error);
+            }
+            let path = self.save_checkpoint(is_best)?;
+            obs.epoch_end(&record);
+            obs.note(&format!("checkpoint {}", path.display()));
+            if decision.reduced {
+                obs.note(&format!("validation error stalled: learning rate now {:.2e}", self.scheduler.lr(0.0)));
+            }
+            if decision.stop {
+                stopped_early = Some("validation error stalled after the last learning-rate reduction".to_string());
+                break;
+            }
+            if cut_short {
+                stopped_early = Some(format!("step limit {} reached", self.step));
+                break;
+            }
+        }
+        let test = self.evaluate_split(true, false, obs)?;
+        let result = RunResult {
+            run_dir: self.config.run_dir(),
+            epochs: self.epochs_done,
+            steps: self.step,
+            test,
+            val: last_val,
+            stopped_early,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let json = serde_json::to_string_pretty(&result).map_err(|e| Error::config(e.to_string()))?;
+        crate::atomic::write_atomic(&self.config.run_dir().join(RESULT_FILE), json.as_bytes())?;
+        Ok(result)
+    }
+
+    /// One epoch of SGD: returns the running training metrics, the seconds taken, and
+    /// whether the step limit cut it short.
+    fn train_epoch(&mut self, epoch: usize, obs: &mut dyn Observer) -> Result<(SplitMetrics, f64, bool)> {
+        let o = self.config.optim.clone();
+        let classes = self.model.arch.classes;
+        let batches = self.train_loader.batches_per_epoch();
+        obs.epoch_start(epoch, o.epochs, batches);
+        let started = Instant::now();
+        let mut topk = TopK::default();
+        let mut loss_sum = 0.0f64;
+        let mut cut_short = false;
+        for batch in self.train_loader.epoch(epoch as u64) {
+            if o.max_steps.is_some_and(|m| self.step >= m) {
+                cut_short = true;
+                break;
+            }
+            let lr = self.scheduler.lr(epoch as f64 + batch.number as f64 / batches as f64);
+            let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
+            let tape = &mut self.tape;
+            tape.reset();
+            let x = tape.input(&batch.images, &batch.shape)?;
+            let logits = self.model.forward(tape, x, mix64(self.config.seed, self.step))?;
+            let loss = tape.softmax_cross_entropy(logits, &labels)?;
+            let loss_value = tape.scalar(loss)?;
+            if !loss_value.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    step: self.step,
+                    epoch,
+                    loss: loss_value,
+                    last_good: self.last_checkpoint.clone(),
+                });
+            }
+            tape.backward(loss, &mut self.model.store)?;
+            topk.add_batch(&tape.to_host(logits)?, &labels, classes);
+            loss_sum += f64::from(loss_value) * labels.len() as f64;
+            self.model.store.sgd_step(&SgdStep { lr, momentum: o.momentum, weight_decay: o.weight_decay })?;
+            self.step += 1;
+            obs.batch_end(&BatchReport {
+                epoch,
+                batch: batch.number,
+                batches,
+                loss: loss_value,
+                lr,
+                images_per_sec: topk.count as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            });
+        }
+        for skip in self.train_loader.take_new_skips() {
+            obs.note(&format!("skipped {}: {}", skip.name, skip.reason));
+        }
+        let metrics = SplitMetrics {
+            loss: loss_sum / topk.count.max(1) as f64,
+            top1_error: topk.top1_error(),
+            top5_error: topk.top5_error(),
+            images: topk.count,
+        };
+        Ok((metrics, started.elapsed().as_secs_f64(), cut_short))
+    }
+
+    fn save_checkpoint(&mut self, is_best: bool) -> Result<PathBuf> {
+        let stem = CheckpointDir::stem(self.epochs_done);
+        let mut state =
+            TrainingState::new(&stem, self.epochs_done, self.step, self.scheduler.clone(), self.config.seed);
+        state.best_val_error = self.best_val_error;
+        let ckpt = Checkpoint {
+            weights: self.model.params_to_host()?,
+            momentum: self.model.store.momentum_to_host_map()?,
+            state,
+            metadata: self.info.to_metadata(),
+        };
+        let path = self.ckpts.save(&ckpt, is_best)?;
+        self.last_checkpoint = Some(path.clone());
+        Ok(path)
+    }
+}
+
+/// A model loaded from a weights file for evaluation or prediction.
+pub struct LoadedModel<B: Backend> {
+    /// The model.
+    pub model: Model<B>,
+    /// Its description.
+    pub info: ModelInfo,
+}
+
+/// Loads the weights file `path` (a checkpoint's `.safetensors`, `best.safetensors`, a
+/// checkpoint's `.state.json`, or a run folder, meaning its best weights).
+pub fn load_model<B: Backend>(path: &Path, backend: Arc<B>) -> Result<LoadedModel<B>> {
+    let weights = resolve_weights_path(path)?;
+    let (params, metadata) = crate::checkpoint::load_tensors(&weights)?;
+    let info = ModelInfo::from_metadata(&metadata, &weights)?;
+    let arch: Architecture = info.architecture()?;
+    let model = Model::from_params(arch, backend, &params)
+        .map_err(|e| Error::Checkpoint { path: weights.clone(), reason: e.to_string() })?;
+    Ok(LoadedModel { model, info })
+}
+
+fn resolve_weights_path(path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        for candidate in
+            [path.join("checkpoints").join(crate::checkpoint::BEST_WEIGHTS), path.join(crate::checkpoint::BEST_WEIGHTS)]
+        {
+            if candidate.exists() {
+                return Ok(candidate);
+            }
+        }
+        return Err(Error::config(format!("{} holds no best.safetensors; pass a .safetensors file", path.display())));
+    }
+    if path.to_string_lossy().ends_with(".state.json") {
+        let state = TrainingState::load(path)?;
+        return Ok(path.parent().unwrap_or(Path::new(".")).join(state.weights));
+    }
+    if !path.exists() {
+        return Err(Error::config(format!("checkpoint {} does not exist", path.display())));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// The result of evaluating a checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalReport {
+    /// The weights file.
+    pub weights: PathBuf,
+    /// Which split (`test` or `validation`).
+    pub split: &'static str,
+    /// Whether ten crops were averaged.
+    pub ten_crop: bool,
+    /// The metrics.
+    pub metrics: SplitMetrics,
+}
+
+impl std::fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.metrics;
+        write!(
+            f,
+            "{} on {} {} images ({}): top-1 error {:.2}% (accuracy {:.2}%), top-5 error {:.2}%, loss {:.4}",
+            self.weights.display(),
+            m.images,
+            self.split,
+            if self.ten_crop { "ten-crop" } else { "centre crop" },
+            100.0 * m.top1_error,
+            100.0 * (1.0 - m.top1_error),
+            100.0 * m.top5_error,
+            m.loss
+        )
+    }
+}
+
+/// The run configuration beside a weights file (`<run>/config.toml` above it), if any.
+fn run_config_for(weights: &Path) -> Result<Option<RunConfig>> {
+    let abs = std::path::absolute(weights).map_err(Error::io(weights))?;
+    for dir in abs.ancestors().skip(1).take(3) {
+        let candidate = dir.join(CONFIG_FILE);
+        if candidate.exists() {
+            return RunConfig::load(&candidate, None).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Evaluates a checkpoint on the test split (`test`) or the validation split of its run's
+/// data, or of `data` when given, with the centre crop or ten crops.
+pub fn evaluate_checkpoint<B: Backend>(
+    checkpoint: &Path,
+    data: Option<&Path>,
+    test: bool,
+    ten_crop: bool,
+    backend: Arc<B>,
+    obs: &mut dyn Observer,
+) -> Result<EvalReport> {
+    let weights = resolve_weights_path(checkpoint)?;
+    let LoadedModel { mut model, info } = load_model(&weights, backend.clone())?;
+    let mut config = match (run_config_for(&weights)?, data) {
+        (Some(c), None) => c,
+        (c, Some(dir)) => {
+            let mut c = c.unwrap_or_else(|| RunConfig::for_preset(info.preset));
+            c.data.train = Some(dir.to_path_buf());
+            c.data.val = None;
+            c.data.test = None;
+            c
+        }
+        (None, None) => {
+            return Err(Error::config(format!(
+                "no config.toml of a run found above {}; pass --data DIR",
+                weights.display()
+            )));
+        }
+    };
+    config.data.augment = false;
+    let data = Datasets::open(&config, info.input)?;
+    if data.class_names.len() != info.class_names.len() {
+        return Err(Error::config(format!(
+            "the checkpoint has {} classes but the data has {}; evaluate on data with the same classes",
+            info.class_names.len(),
+            data.class_names.len()
+        )));
+    }
+    let (split, source) = if test { ("test", data.test.clone()) } else { ("validation", data.val.clone()) };
+    let source = source.ok_or_else(|| {
+        Error::config(format!("the data has no {split} split; pass --data with a folder to evaluate on"))
+    })?;
+    let mut transform = data.eval_transform.clone();
+    transform.normalize = alex_augment::Normalize::per_channel(&info.mean, &info.std);
+    if ten_crop {
+        transform.augment = Augment::TenCrop(TenCrop { size: info.input[1] });
+    }
+    let loader = Datasets::loader(&source, transform, config.optim.eval_batch_size, config.data.workers, 0, false)?;
+    let mut tape = Tape::inference(backend);
+    let metrics = evaluate(&mut model, &mut tape, &loader, split, obs)?;
+    Ok(EvalReport { weights, split, ten_crop, metrics })
+}
+
+/// The five most probable classes of each image file, with their probabilities.
+pub fn predict_files<B: Backend>(
+    checkpoint: &Path,
+    images: &[PathBuf],
+    backend: Arc<B>,
+) -> Result<Vec<Vec<(String, f32)>>> {
+    let LoadedModel { mut model, info } = load_model(checkpoint, backend.clone())?;
+    let [c, h, _] = info.input;
+    let channels = if c == 1 { alex_augment::Channels::Grey } else { alex_augment::Channels::Rgb };
+    let transform = Transform {
+        decode: alex_augment::Decode { channels },
+        resize: Some(alex_augment::ResizeCentreCrop { size: info.resize.unwrap_or(h) }),
+        augment: Augment::Centre(alex_augment::CentreCrop { size: h }),
+        normalize: alex_augment::Normalize::per_channel(&info.mean, &info.std),
+    };
+    let mut scratch = alex_augment::Scratch::new();
+    let mut tape = Tape::inference(backend);
+    let classes = info.class_names.len();
+    images
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).map_err(Error::io(path))?;
+            let mut pixels = vec![0.0f32; transform.sample_len()];
+            let mut rng = alex_augment::sample_rng(0, 0, 0);
+            transform
+                .apply(alex_augment::RawSample::Encoded(bytes), &mut rng, &mut scratch, &mut pixels)
+                .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+            tape.reset();
+            let x = tape.input(&pixels, &[1, c, h, h])?;
+            let logits = model.forward(&mut tape, x, 0)?;
+            let mut probs = tape.to_host(logits)?;
+            softmax_rows(&mut probs, classes);
+            let mut ranked: Vec<(String, f32)> = info.class_names.iter().cloned().zip(probs).collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            ranked.truncate(5);
+            Ok(ranked)
+        })
+        .collect()
+}
