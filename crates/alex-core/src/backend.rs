@@ -87,6 +87,13 @@ pub trait Backend: Send + Sync {
     fn zeros(&self, len: usize) -> Result<Self::Buffer>;
     /// A buffer holding a copy of `host`.
     fn upload(&self, host: &[f32]) -> Result<Self::Buffer>;
+    /// Copies `host` into an existing buffer of the same length, so steady-state steps can
+    /// refill pooled buffers instead of allocating. The default uploads to a temporary and
+    /// copies; backends override it with a direct write.
+    fn upload_into(&self, host: &[f32], buf: &mut Self::Buffer) -> Result<()> {
+        let staged = self.upload(host)?;
+        self.copy(&staged, buf)
+    }
     /// Copies `buf` into `host` (same length).
     fn download(&self, buf: &Self::Buffer, host: &mut [f32]) -> Result<()>;
     /// Element count of `buf`.
@@ -133,6 +140,7 @@ pub trait Backend: Send + Sync {
 
     /// `c = alpha * op(a) * op(b) + beta * c` with row-major `op(a)` of `m x k` and `op(b)`
     /// of `k x n`; `trans_a` / `trans_b` say that the stored matrix is the transpose.
+    /// When `beta == 0` the old contents of `c` are never read (they may be stale or NaN).
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
