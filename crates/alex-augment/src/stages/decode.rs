@@ -44,6 +44,9 @@ impl Decode {
         if bytes.is_empty() {
             return Err("empty file (0 bytes)".into());
         }
+        if is_truncated_jpeg(bytes) {
+            return Err("truncated JPEG: no end-of-image marker".into());
+        }
         let decoded = image::load_from_memory(bytes).map_err(|e| format!("decode failed: {e}"))?;
         let (width, height) = (decoded.width() as usize, decoded.height() as usize);
         if width == 0 || height == 0 {
@@ -55,4 +58,16 @@ impl Decode {
         };
         Ok(Image { width, height, channels, data })
     }
+}
+
+/// JPEG decoders fill a cut-off scan with grey and report success, so truncation is
+/// checked here: a JPEG must hold its end-of-image marker (`FF D9`) near the end. Inside
+/// entropy-coded data a literal `FF` is always followed by `00`, so the marker cannot
+/// appear by accident; up to 1 KiB of trailing padding after it is accepted.
+fn is_truncated_jpeg(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return false;
+    }
+    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    !tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
