@@ -1,14 +1,15 @@
 //! [`OpenClBackend`]: construction, buffer management, launch helpers and the
 //! [`alex_core::Backend`] implementation (which delegates each op to its module in `ops`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use alex_core::{
     Activation, Backend, BatchNormParams, ChannelLayout, Conv2dGeom, LrnParams, PoolGeom, PoolKind, Result, SgdStep,
     Shape4, check_len,
 };
 use opencl3::command_queue::CommandQueue;
-use opencl3::types::CL_BLOCKING;
+use opencl3::event::{CL_COMPLETE, Event};
+use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING};
 
 use crate::buffer::{ClBuffer, Pool};
 use crate::context::{Arg, DeviceContext, Kern};
@@ -20,12 +21,35 @@ use crate::ops;
 ///
 /// Instances on the same device share one context and one built program; each instance owns
 /// an in-order command queue and a pool of recycled buffers. Kernels are enqueued without
-/// waiting: only [`Backend::download`], [`Backend::sum`] and [`Backend::synchronize`] block.
+/// waiting, and uploads too (from a staging copy of the host data): only
+/// [`Backend::download`], [`Backend::sum`] and [`Backend::synchronize`] block.
 /// Buffers belong to the instance that made them; passing one to another instance is an error.
 pub struct OpenClBackend {
     ctx: Arc<DeviceContext>,
     queue: CommandQueue,
     pool: Arc<Pool>,
+    /// Host copies of uploads still in flight, kept alive until their write completes.
+    staged: Mutex<Vec<Staged>>,
+}
+
+/// A non-blocking upload's source data and the event of its write.
+struct Staged {
+    write: Event,
+    _data: Vec<f32>,
+}
+
+impl Staged {
+    fn done(&self) -> bool {
+        // Negative statuses are errors: the write is over either way.
+        self.write.command_execution_status().map_or(true, |s| s.0 <= CL_COMPLETE)
+    }
+}
+
+impl Drop for OpenClBackend {
+    fn drop(&mut self) {
+        // Staged host data must outlive the writes that read it.
+        let _ = self.queue.finish();
+    }
 }
 
 impl std::fmt::Debug for OpenClBackend {
@@ -46,7 +70,7 @@ impl OpenClBackend {
         let queue = unsafe { CommandQueue::create(&ctx.context, ctx.device.id(), 0) }.cl("clCreateCommandQueue")?;
         // Keep at most a quarter of device memory in free, pooled buffers.
         let pool = Arc::new(Pool::new(ctx.info.global_mem_bytes / 4));
-        Ok(Self { ctx, queue, pool })
+        Ok(Self { ctx, queue, pool, staged: Mutex::new(Vec::new()) })
     }
 
     /// A backend on the device named by [`crate::DEVICE_ENV`], or the default device.
@@ -141,12 +165,20 @@ impl Backend for OpenClBackend {
         Ok(buf)
     }
 
+    /// Copies `host` to a staging vector and enqueues a non-blocking write: a blocking write
+    /// on an in-order queue would wait for every kernel queued before it.
     fn upload(&self, host: &[f32]) -> Result<ClBuffer> {
         let mut buf = self.scratch(host.len())?;
         if !host.is_empty() {
-            // SAFETY: blocking write of exactly host.len() elements into a buffer of that capacity.
-            unsafe { self.queue.enqueue_write_buffer(buf.mem_mut(), CL_BLOCKING, 0, host, &[]) }
+            let data = host.to_vec();
+            // SAFETY: writes exactly data.len() elements into a buffer of that capacity; `data`
+            // stays alive in `staged` until the write's event completes (or the queue finishes).
+            let write = unsafe { self.queue.enqueue_write_buffer(buf.mem_mut(), CL_NON_BLOCKING, 0, &data, &[]) }
                 .cl("clEnqueueWriteBuffer")?;
+            self.queue.flush().cl("clFlush")?;
+            let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+            staged.retain(|s| !s.done());
+            staged.push(Staged { write, _data: data });
         }
         Ok(buf)
     }
@@ -167,7 +199,9 @@ impl Backend for OpenClBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
-        Ok(self.queue.finish().cl("clFinish")?)
+        self.queue.finish().cl("clFinish")?;
+        self.staged.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        Ok(())
     }
 
     fn fill(&self, buf: &mut ClBuffer, value: f32) -> Result<()> {
@@ -430,5 +464,27 @@ mod tests {
         drop(again);
         be.release_pool();
         assert_eq!(be.pooled_bytes(), 0);
+    }
+
+    /// Uploads are non-blocking from a staging copy: the caller may reuse its slice at once,
+    /// and a recycled buffer's new contents arrive only after the kernels queued before them.
+    #[test]
+    fn uploads_are_staged_and_ordered_after_earlier_kernels() {
+        let Some(be) = backend() else { return };
+        let n = 100_000;
+        let mut host: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let x = be.upload(&host).unwrap();
+        let mut y = be.zeros(n).unwrap();
+        be.scale(2.0, &x, &mut y).unwrap();
+        // Reuse the host slice and the device buffer immediately.
+        host.iter_mut().for_each(|v| *v = -1.0);
+        drop(x);
+        let recycled = be.upload(&host).unwrap();
+        assert_eq!(be.pooled_bytes(), 0, "the upload must take the recycled buffer");
+        let mut got = vec![0.0; n];
+        be.download(&y, &mut got).unwrap();
+        assert!(got.iter().enumerate().all(|(i, &v)| v == 2.0 * i as f32), "scale saw the later upload");
+        be.download(&recycled, &mut got).unwrap();
+        assert!(got.iter().all(|&v| v == -1.0));
     }
 }
