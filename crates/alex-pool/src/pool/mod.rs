@@ -56,14 +56,14 @@ impl Planes {
         let in_len = checked_numel(op, input)?;
         let output = geom.output_shape(input)?;
         let out_len = checked_numel(op, output)?;
+        if u32::try_from(input.plane_len()).is_err() {
+            return Err(PoolError::PlaneTooLarge { op, h: input.h, w: input.w });
+        }
         for &(name, len) in input_sized {
             check_buffer(op, name, in_len, len)?;
         }
         for &(name, len) in output_sized {
             check_buffer(op, name, out_len, len)?;
-        }
-        if u32::try_from(input.plane_len()).is_err() {
-            return Err(PoolError::PlaneTooLarge { op, h: input.h, w: input.w });
         }
         let (stride, pad, window) = (geom.stride_w, geom.pad_w, geom.window_w);
         let first = pad.div_ceil(stride).min(output.w);

@@ -330,6 +330,12 @@ fn bad_input_is_an_error() {
         forward(&exact, shape(1, 1, 7, 7), &mut y),
         PoolError::Core(Error::DoesNotClose { nearest_exact: 8, .. })
     ));
+    // A plane too large for the u32 argmax indices (checked before the buffers).
+    let wide = shape(1, 1, 70_000, 70_000);
+    assert_eq!(
+        pool_forward(PoolKind::Max, &g, wide, &[], &mut []),
+        Err(PoolError::PlaneTooLarge { op: "max_pool_forward", h: 70_000, w: 70_000 })
+    );
     // An element count that overflows.
     let huge = shape(usize::MAX / 2, 4, 2, 2);
     assert_eq!(forward(&g, huge, &mut y), PoolError::TooLarge { op: "max_pool_forward", dims: huge.dims() });
