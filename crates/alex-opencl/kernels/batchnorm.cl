@@ -2,7 +2,7 @@
 // count = outer * inner elements. Reductions run one work-group (RED_WG) per channel and
 // use group_sum from elementwise.cl.
 
-inline uint bn_at(const uint j, const uint c, const uint C, const uint inner) {
+uint bn_at(const uint j, const uint c, const uint C, const uint inner) {
     const uint o = j / inner;
     return (o * C + c) * inner + (j - o * inner);
 }

@@ -1,6 +1,6 @@
 // Inverted dropout with alex_core::rng's counter-based generator, bit for bit:
 // SplitMix64's finaliser of seed + (index + 1) * golden, top 24 bits as a uniform in [0, 1).
-inline ulong mix64(const ulong seed, const ulong index) {
+ulong mix64(const ulong seed, const ulong index) {
     ulong z = seed + (index + 1UL) * 0x9E3779B97F4A7C15UL;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;

@@ -53,7 +53,7 @@ __kernel void add_channel_bias(const uint n, const uint channels, const uint inn
 }
 
 // Tree-sums `scratch` (RED_WG values in local memory) and returns the total to every work-item.
-inline float group_sum(__local float* scratch, const float value) {
+float group_sum(__local float* scratch, const float value) {
     const uint lid = get_local_id(0);
     scratch[lid] = value;
     barrier(CLK_LOCAL_MEM_FENCE);

@@ -11,6 +11,10 @@
 // and each matrix advances by its own (outer, inner) strides, which covers "per image, per
 // group" convolution GEMMs in one launch.
 
+// Helpers are plain (not C99 `inline`) functions throughout: an inline-only definition has
+// no external symbol when a compiler declines to inline it. gemm_tile asks to be inlined so
+// that its transpose flags fold to constants in each kernel.
+
 #define TS (GEMM_RTS * GEMM_WPT)
 #define LOADS ((TS * GEMM_TSK) / (GEMM_RTS * GEMM_RTS))
 
@@ -23,7 +27,7 @@
 
 #define GEMM_ARGS M, N, K, alpha, beta, A, a_off, lda, a_so, a_si, B, b_off, ldb, b_so, b_si, C, c_off, ldc, c_so, c_si, batch_inner
 
-inline void gemm_tile(const bool trans_a, const bool trans_b, __local float* As, __local float* Bs, GEMM_PARAMS) {
+__attribute__((always_inline)) void gemm_tile(const bool trans_a, const bool trans_b, __local float* As, __local float* Bs, GEMM_PARAMS) {
     const uint tx = get_local_id(0);
     const uint ty = get_local_id(1);
     const uint tid = ty * GEMM_RTS + tx;

@@ -3,7 +3,7 @@
 // alpha / n (Caffe/PyTorch), chosen on the host. scale^-beta is exp(-beta * log(scale)):
 // scale >= k > 0, and PoCL's pow() made the forward ~6x slower (measured on AlexNet's first LRN).
 
-inline float pow_neg(const float scale, const float beta) {
+float pow_neg(const float scale, const float beta) {
     return exp(-beta * log(scale));
 }
 

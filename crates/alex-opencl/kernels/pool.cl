@@ -7,7 +7,7 @@
                     const uint SH, const uint SW, const uint PH, const uint PW
 
 // The clipped window [*h0, *h1) x [*w0, *w1) of output (oy, ox).
-inline void pool_window(const uint oy, const uint ox, POOL_PARAMS, int* h0, int* h1, int* w0, int* w1) {
+void pool_window(const uint oy, const uint ox, POOL_PARAMS, int* h0, int* h1, int* w0, int* w1) {
     const int hs = (int)(oy * SH) - (int)PH;
     const int ws = (int)(ox * SW) - (int)PW;
     *h0 = max(hs, 0);
@@ -18,7 +18,7 @@ inline void pool_window(const uint oy, const uint ox, POOL_PARAMS, int* h0, int*
 
 // Flat in-plane index of the first maximum (row-major window order; a NaN wins, as on the
 // CPU); -1 for an empty window.
-inline int window_argmax(__global const float* plane, const uint oy, const uint ox, POOL_PARAMS) {
+int window_argmax(__global const float* plane, const uint oy, const uint ox, POOL_PARAMS) {
     int h0, h1, w0, w1;
     pool_window(oy, ox, H, W, OH, OW, KH, KW, SH, SW, PH, PW, &h0, &h1, &w0, &w1);
     int best = -1;
@@ -33,7 +33,7 @@ inline int window_argmax(__global const float* plane, const uint oy, const uint 
 }
 
 // The range of outputs [*lo, *hi] along one axis whose windows cover input cell i.
-inline void covering(const int i, const uint K, const uint S, const uint P, const uint O, int* lo, int* hi) {
+void covering(const int i, const uint K, const uint S, const uint P, const uint O, int* lo, int* hi) {
     const int t = i + (int)P - (int)K;
     *lo = t < 0 ? 0 : t / (int)S + 1;
     *hi = min((i + (int)P) / (int)S, (int)O - 1);

@@ -2,7 +2,7 @@
 // Labels are class indices stored as float; an invalid label yields a NaN row loss (the
 // device cannot return an error), which the host-side loss read-back exposes.
 
-inline float group_max(__local float* scratch, const float value) {
+float group_max(__local float* scratch, const float value) {
     const uint lid = get_local_id(0);
     scratch[lid] = value;
     barrier(CLK_LOCAL_MEM_FENCE);
