@@ -63,8 +63,9 @@ pub fn window_output(
         }),
         Rounding::Ceil => {
             let mut out = span.div_ceil(stride) + 1;
-            // A last window starting inside the right padding sees no input: drop it (Caffe).
-            if padding > 0 && (out - 1) * stride >= input + padding {
+            // A last window starting in the right padding or beyond sees no input: drop it
+            // (Caffe and PyTorch).
+            if (out - 1) * stride >= input + padding {
                 out -= 1;
             }
             Ok(out)
@@ -112,6 +113,9 @@ mod tests {
         // in 6, k 3, s 2, p 0: floor 2, ceil 3 (last window hangs over the edge).
         assert_eq!(window_output(Axis::Height, 6, 3, 2, 0, Rounding::Floor).unwrap(), 2);
         assert_eq!(window_output(Axis::Height, 6, 3, 2, 0, Rounding::Ceil).unwrap(), 3);
+        // in 2, k 1, s 3, p 0: ceil(1/3)+1 = 2, but the second window would start at 3,
+        // past the input: it is dropped even without padding.
+        assert_eq!(window_output(Axis::Height, 2, 1, 3, 0, Rounding::Ceil).unwrap(), 1);
     }
 
     #[test]
