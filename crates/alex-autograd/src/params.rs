@@ -227,11 +227,9 @@ impl<B: Backend> ParamStore<B> {
         let id = self.id(name)?;
         let dims = self.entries[id.0].dims;
         check_host("ParamStore::set_value_from_host", dims.as_slice(), host.len())?;
-        // `Backend` has no upload into an existing buffer: upload, then copy in place so that
-        // the stored buffer (and any device allocation it pins) stays the same.
-        let staged = self.backend.upload(host)?;
+        // Written in place so that the stored buffer (and any device allocation) stays the same.
         let backend = Arc::clone(&self.backend);
-        backend.copy(&staged, self.value_mut(id)?)?;
+        backend.upload_into(host, self.value_mut(id)?)?;
         Ok(())
     }
 
@@ -280,9 +278,8 @@ impl<B: Backend> ParamStore<B> {
     pub fn load_from_host(&mut self, map: &[(String, HostTensor)]) -> Result<()> {
         let ids = self.match_map(map, |_| true)?;
         for (id, (_, t)) in ids.into_iter().zip(map) {
-            let staged = self.backend.upload(&t.data)?;
             let backend = Arc::clone(&self.backend);
-            backend.copy(&staged, self.value_mut(id)?)?;
+            backend.upload_into(&t.data, self.value_mut(id)?)?;
         }
         Ok(())
     }
@@ -291,9 +288,8 @@ impl<B: Backend> ParamStore<B> {
     pub fn load_momentum_from_host(&mut self, map: &[(String, HostTensor)]) -> Result<()> {
         let ids = self.match_map(map, |e| e.kind == ParamKind::Trainable)?;
         for (id, (_, t)) in ids.into_iter().zip(map) {
-            let staged = self.backend.upload(&t.data)?;
             let velocity = self.entries[id.0].velocity.as_mut().expect("trainable entries have momentum");
-            self.backend.copy(&staged, velocity)?;
+            self.backend.upload_into(&t.data, velocity)?;
         }
         Ok(())
     }

@@ -200,12 +200,11 @@ impl<B: Backend> Tape<B> {
         self.pool.take(&self.backend, len)
     }
 
-    /// `host` in a pooled buffer. `Backend` has no upload into an existing buffer, so the
-    /// data goes through a fresh upload that is dropped after the copy; pooling the upload
-    /// itself would grow the pool by one buffer per call.
+    /// `host` in a pooled buffer.
     pub(crate) fn upload_pooled(&mut self, host: &[f32]) -> Result<B::Buffer> {
-        let staged = self.backend.upload(host)?;
-        self.adopt(&staged)
+        let mut buf = self.take(host.len())?;
+        self.backend.upload_into(host, &mut buf)?;
+        Ok(buf)
     }
 
     /// A pooled copy of a buffer from outside the pool.

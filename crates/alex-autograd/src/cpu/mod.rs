@@ -124,6 +124,12 @@ impl Backend for CpuBackend {
         Ok(host.to_vec())
     }
 
+    fn upload_into(&self, host: &[f32], buf: &mut Vec<f32>) -> Result<()> {
+        check_len("upload_into", "buffer", host.len(), buf.len())?;
+        buf.copy_from_slice(host);
+        Ok(())
+    }
+
     fn download(&self, buf: &Vec<f32>, host: &mut [f32]) -> Result<()> {
         check_len("download", "host", buf.len(), host.len())?;
         host.copy_from_slice(buf);
