@@ -165,10 +165,16 @@ impl Backend for OpenClBackend {
         Ok(buf)
     }
 
-    /// Copies `host` to a staging vector and enqueues a non-blocking write: a blocking write
-    /// on an in-order queue would wait for every kernel queued before it.
     fn upload(&self, host: &[f32]) -> Result<ClBuffer> {
         let mut buf = self.scratch(host.len())?;
+        self.upload_into(host, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Copies `host` to a staging vector and enqueues a non-blocking write: a blocking write
+    /// on an in-order queue would wait for every kernel queued before it.
+    fn upload_into(&self, host: &[f32], buf: &mut ClBuffer) -> Result<()> {
+        self.check("upload_into", "buffer", buf, host.len())?;
         if !host.is_empty() {
             let data = host.to_vec();
             // SAFETY: writes exactly data.len() elements into a buffer of that capacity; `data`
@@ -180,7 +186,7 @@ impl Backend for OpenClBackend {
             staged.retain(|s| !s.done());
             staged.push(Staged { write, _data: data });
         }
-        Ok(buf)
+        Ok(())
     }
 
     fn download(&self, buf: &ClBuffer, host: &mut [f32]) -> Result<()> {
