@@ -740,14 +740,18 @@ pub fn check_buffers_are_reused<B: Backend>(backend: &Arc<B>) {
 }
 
 /// Instantiates the conformance tests for a backend: `backend_conformance_tests!(expr)`,
-/// where `expr` makes the backend (evaluated once per test).
+/// where `expr` makes the backend, or `backend_conformance_tests!(optional: expr)` where
+/// `expr` is an `Option` of one and `None` makes every test return early (a device that is
+/// absent; the maker prints why). Either is evaluated once per test.
 #[macro_export]
 macro_rules! backend_conformance_tests {
-    ($make_backend:expr) => {
-        fn conformance_backend() -> ::std::sync::Arc<impl ::alex_core::Backend> {
-            ::std::sync::Arc::new($make_backend)
+    (optional: $make_backend:expr) => {
+        fn conformance_backend() -> ::std::option::Option<::std::sync::Arc<impl ::alex_core::Backend>> {
+            $make_backend.map(::std::sync::Arc::new)
         }
-
+        $crate::backend_conformance_tests!(@tests);
+    };
+    (@tests) => {
         $crate::backend_conformance_tests!(@family conformance_conv2d, Conv2d);
         $crate::backend_conformance_tests!(@family conformance_pool, Pool);
         $crate::backend_conformance_tests!(@family conformance_lrn, Lrn);
@@ -762,7 +766,7 @@ macro_rules! backend_conformance_tests {
 
         #[test]
         fn conformance_alexnet_layers() {
-            let backend = conformance_backend();
+            let ::std::option::Option::Some(backend) = conformance_backend() else { return };
             let cases = $crate::conformance::alexnet_layer_cases();
             for case in &cases {
                 let got = $crate::conformance::run_case(&backend, case).expect("AlexNet layer");
@@ -774,32 +778,43 @@ macro_rules! backend_conformance_tests {
 
         #[test]
         fn conformance_softmax_large_logits() {
-            $crate::conformance::check_softmax_large_logits(&conformance_backend());
+            if let ::std::option::Option::Some(backend) = conformance_backend() {
+                $crate::conformance::check_softmax_large_logits(&backend);
+            }
         }
 
         #[test]
         fn conformance_inference_mode() {
-            $crate::conformance::check_inference_mode(&conformance_backend());
+            if let ::std::option::Option::Some(backend) = conformance_backend() {
+                $crate::conformance::check_inference_mode(&backend);
+            }
         }
 
         #[test]
         fn conformance_shape_errors() {
-            $crate::conformance::check_shape_errors(&conformance_backend());
+            if let ::std::option::Option::Some(backend) = conformance_backend() {
+                $crate::conformance::check_shape_errors(&backend);
+            }
         }
 
         #[test]
         fn conformance_buffers_are_reused() {
-            $crate::conformance::check_buffers_are_reused(&conformance_backend());
+            if let ::std::option::Option::Some(backend) = conformance_backend() {
+                $crate::conformance::check_buffers_are_reused(&backend);
+            }
         }
     };
     (@family $name:ident, $family:ident) => {
         #[test]
         fn $name() {
-            let backend = conformance_backend();
+            let ::std::option::Option::Some(backend) = conformance_backend() else { return };
             let family = $crate::conformance::Family::$family;
             $crate::conformance::check_forward_against_reference(&backend, family);
             $crate::conformance::check_against_cpu(&backend, &$crate::conformance::cases(family));
             $crate::conformance::check_gradients(&backend, family);
         }
+    };
+    ($make_backend:expr) => {
+        $crate::backend_conformance_tests!(optional: ::std::option::Option::Some($make_backend));
     };
 }
