@@ -16,11 +16,14 @@ fn epochs() -> u64 {
 
 /// Images/s through the whole loader, after one warm-up epoch.
 fn loader_rate(loader: &Loader) -> f64 {
-    loader.epoch(0).for_each(drop);
+    loader.epoch(0).for_each(|b| loader.recycle(b));
     let start = Instant::now();
     let mut n = 0;
     for e in 1..=epochs() {
-        n += loader.epoch(e).map(|b| b.len()).sum::<usize>();
+        for batch in loader.epoch(e) {
+            n += batch.len();
+            loader.recycle(batch);
+        }
     }
     n as f64 / start.elapsed().as_secs_f64()
 }
@@ -43,7 +46,8 @@ fn imagenette() {
     let source = ImageFolder::open(&train).expect("open Imagenette");
     let decode = Decode { channels: Channels::Rgb };
     let resize = ResizeCentreCrop { size: 256 };
-    let opts = StatsOptions { fallback_cache_dir: Some(std::env::temp_dir().join("alex-augment")), ..Default::default() };
+    let opts =
+        StatsOptions { fallback_cache_dir: Some(std::env::temp_dir().join("alex-augment")), ..Default::default() };
     let start = Instant::now();
     let (stats, report) = ColourStats::load_or_compute(&source, decode, Some(resize), &opts).expect("statistics");
     println!(
@@ -66,7 +70,8 @@ fn imagenette() {
     let n = files.len();
     let decode_rate = stage_rate(n, |i| drop(decode.apply(&files[i]).unwrap()));
     let mut scratch = Scratch::new();
-    let prep_rate = stage_rate(n, |i| drop(transform.prepare(RawSample::Encoded(files[i].clone()), &mut scratch).unwrap()));
+    let prep_rate =
+        stage_rate(n, |i| drop(transform.prepare(RawSample::Encoded(files[i].clone()), &mut scratch).unwrap()));
     let mut out = vec![0.0f32; transform.sample_len()];
     let full_rate = stage_rate(n, |i| {
         let mut rng = sample_rng(0, 0, i as u64);
@@ -104,7 +109,8 @@ fn fashion() {
     });
     println!("fashion-mnist, one thread, whole transform: {one:>9.0} images/s");
     for workers in [1, 2] {
-        let loader = Loader::builder(transform.clone()).batch_size(128).workers(workers).build(fm.train.clone()).unwrap();
+        let loader =
+            Loader::builder(transform.clone()).batch_size(128).workers(workers).build(fm.train.clone()).unwrap();
         let rate = loader_rate(&loader);
         println!("fashion-mnist loader, {workers} worker(s), batch 128: {rate:>9.0} images/s");
     }

@@ -13,7 +13,11 @@ fn main() -> Result<(), Error> {
             let opts = StatsOptions::default();
             let (stats, report) =
                 ColourStats::load_or_compute(&folder, Decode::default(), Some(ResizeCentreCrop { size: 256 }), &opts)?;
-            println!("PCA statistics: {} ({})", report.path.display(), if report.loaded { "cached" } else { "computed" });
+            println!(
+                "PCA statistics: {} ({})",
+                report.path.display(),
+                if report.loaded { "cached" } else { "computed" }
+            );
             if let Some(reason) = report.fallback_reason {
                 println!("  data folder not writable, used the cache folder: {reason}");
             }

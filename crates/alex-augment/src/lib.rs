@@ -48,11 +48,14 @@ mod transform;
 pub use error::{Error, Result};
 pub use image::Image;
 pub use pipeline::{Batch, Epoch, Loader, LoaderBuilder, PipelineStats, Skip};
-pub use source::{CIFAR10_CLASSES, Cifar10Bin, FASHION_MNIST_CLASSES, FashionMnist, Idx, ImageFolder, ImageFolderOptions, RawSample, Source, fashion_mnist, verify_sha256sums};
+pub use source::{
+    CIFAR10_CLASSES, Cifar10Bin, FASHION_MNIST_CLASSES, FashionMnist, Idx, ImageFolder, ImageFolderOptions, RawSample,
+    Source, fashion_mnist, verify_sha256sums,
+};
 pub use stages::crop::{CentreCrop, Flip, RandomCrop, TenCrop, Window};
 pub use stages::decode::{Channels, Decode};
+pub(crate) use stages::fused;
 pub use stages::normalize::{MeanImage, Normalize};
 pub use stages::pca::{CacheReport, ColourStats, PcaNoise, StatsOptions, symmetric_eigen};
 pub use stages::resize::ResizeCentreCrop;
-pub(crate) use stages::fused;
 pub use transform::{Augment, Plan, Scratch, Transform, sample_rng};

@@ -3,7 +3,10 @@
 
 use crate::fused::{Affine, write_view};
 use crate::source::RawSample;
-use crate::{CentreCrop, Channels, Decode, Error, Flip, Image, Normalize, PcaNoise, RandomCrop, ResizeCentreCrop, Result, TenCrop, Window};
+use crate::{
+    CentreCrop, Channels, Decode, Error, Flip, Image, Normalize, PcaNoise, RandomCrop, ResizeCentreCrop, Result,
+    TenCrop, Window,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -97,7 +100,8 @@ impl Transform {
 
     /// The paper's evaluation transform: resize to 256, then the centre 227 crop or ten crops.
     pub fn imagenet_eval(ten_crop: bool) -> Self {
-        let augment = if ten_crop { Augment::TenCrop(TenCrop { size: 227 }) } else { Augment::Centre(CentreCrop { size: 227 }) };
+        let augment =
+            if ten_crop { Augment::TenCrop(TenCrop { size: 227 }) } else { Augment::Centre(CentreCrop { size: 227 }) };
         Transform { augment, ..Self::imagenet_train(None) }
     }
 
@@ -115,7 +119,12 @@ impl Transform {
     /// Evaluation on small raw images: the centre `size` crop (the whole image when `size`
     /// is the image size).
     pub fn small_eval(channels: Channels, size: usize, normalize: Normalize) -> Self {
-        Transform { decode: Decode { channels }, resize: None, augment: Augment::Centre(CentreCrop { size }), normalize }
+        Transform {
+            decode: Decode { channels },
+            resize: None,
+            augment: Augment::Centre(CentreCrop { size }),
+            normalize,
+        }
     }
 
     /// Checks that the parts agree (channel counts, positive standard deviations, a mean
@@ -139,7 +148,10 @@ impl Transform {
         }
         if let Some(m) = &n.mean_image {
             if m.channels != c || m.data.len() != m.width * m.height * c {
-                return Err(Error::Config(format!("mean image is {}x{}x{}, samples have {c} channels", m.width, m.height, m.channels)));
+                return Err(Error::Config(format!(
+                    "mean image is {}x{}x{}, samples have {c} channels",
+                    m.width, m.height, m.channels
+                )));
             }
             if let Augment::Train { crop, .. } = &self.augment
                 && crop.padding > 0
@@ -149,7 +161,10 @@ impl Transform {
         }
         if let Augment::Train { pca: Some(p), .. } = &self.augment {
             if p.eigenvectors.len() != p.eigenvalues.len() || p.eigenvectors.iter().any(|v| v.len() != c) {
-                return Err(Error::Config(format!("PCA noise has {} eigenvalues for {c} channels", p.eigenvalues.len())));
+                return Err(Error::Config(format!(
+                    "PCA noise has {} eigenvalues for {c} channels",
+                    p.eigenvalues.len()
+                )));
             }
             if !(p.sigma.is_finite() && p.sigma >= 0.0) {
                 return Err(Error::Config(format!("PCA sigma {} must be finite and >= 0", p.sigma)));
@@ -222,7 +237,13 @@ impl Transform {
 
     /// Prepares `raw`, draws its plan from `rng` and writes all views into `out`
     /// (`sample_len()` values) with the fused pass.
-    pub fn apply(&self, raw: RawSample, rng: &mut impl rand::Rng, scratch: &mut Scratch, out: &mut [f32]) -> Result<(), String> {
+    pub fn apply(
+        &self,
+        raw: RawSample,
+        rng: &mut impl rand::Rng,
+        scratch: &mut Scratch,
+        out: &mut [f32],
+    ) -> Result<(), String> {
         let image = self.prepare(raw, scratch)?;
         let plan = self.plan(image.width, image.height, rng)?;
         self.write_fused(&image, &plan, out);
@@ -233,7 +254,8 @@ impl Transform {
     pub fn write_fused(&self, image: &Image, plan: &Plan, out: &mut [f32]) {
         let n = &self.normalize;
         let per_pixel = n.mean_image.is_some();
-        let mut affine = Affine { scale: [0.0; 3], bias: [0.0; 3], inv_std: [0.0; 3], mean_image: n.mean_image.as_deref() };
+        let mut affine =
+            Affine { scale: [0.0; 3], bias: [0.0; 3], inv_std: [0.0; 3], mean_image: n.mean_image.as_deref() };
         for c in 0..image.channels {
             let std = f64::from(n.std[c]);
             let mean = if per_pixel { 0.0 } else { f64::from(n.mean[c]) };

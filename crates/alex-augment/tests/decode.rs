@@ -1,5 +1,8 @@
 //! Decoding the messy files real data sets hold.
 
+// Direct formulas read best with explicit indices.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use alex_augment::*;

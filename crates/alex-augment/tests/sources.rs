@@ -1,5 +1,8 @@
 //! Sources: class folders, IDX, CIFAR-10 binaries, the embedded Fashion-MNIST.
 
+// Direct formulas read best with explicit indices.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use alex_augment::*;
@@ -73,13 +76,17 @@ fn idx_header_size_mismatch_is_an_error() {
     std::fs::write(&lp, &labels).unwrap();
     std::fs::write(&ip, &images[..images.len() - 3]).unwrap();
     match Idx::open(&ip, &lp) {
-        Err(Error::Malformed { reason, .. }) => assert!(reason.contains("80 bytes") && reason.contains("77"), "{reason}"),
+        Err(Error::Malformed { reason, .. }) => {
+            assert!(reason.contains("80 bytes") && reason.contains("77"), "{reason}")
+        }
         other => panic!("expected Malformed, got {other:?}"),
     }
     std::fs::write(&ip, &images).unwrap();
     let (_, six_labels) = common::idx_bytes(6, 1, 1);
     std::fs::write(&lp, six_labels).unwrap();
-    assert!(matches!(Idx::open(&ip, &lp), Err(Error::Malformed { reason, .. }) if reason.contains("6 labels for 5 images")));
+    assert!(
+        matches!(Idx::open(&ip, &lp), Err(Error::Malformed { reason, .. }) if reason.contains("6 labels for 5 images"))
+    );
     std::fs::write(&ip, [0, 0, 9, 3]).unwrap();
     assert!(matches!(Idx::open(&ip, &lp), Err(Error::Malformed { .. })));
 }
@@ -109,7 +116,9 @@ fn cifar_binary_reads_planes_into_rgb_pixels() {
     std::fs::write(dir.path().join("test_batch.bin"), &batch[..5000]).unwrap();
     assert!(matches!(Cifar10Bin::test(dir.path()), Err(Error::Malformed { .. })));
     std::fs::write(dir.path().join("test_batch.bin"), cifar_record(10, 0)).unwrap();
-    assert!(matches!(Cifar10Bin::test(dir.path()), Err(Error::Malformed { reason, .. }) if reason.contains("label 10")));
+    assert!(
+        matches!(Cifar10Bin::test(dir.path()), Err(Error::Malformed { reason, .. }) if reason.contains("label 10"))
+    );
 }
 
 #[test]
@@ -136,5 +145,7 @@ fn checksum_mismatch_is_reported() {
     std::fs::write(dir.path().join("SUMS"), format!("{good}  a.bin\n")).unwrap();
     verify_sha256sums(dir.path().join("SUMS")).unwrap();
     std::fs::write(dir.path().join("a.bin"), b"abd").unwrap();
-    assert!(matches!(verify_sha256sums(dir.path().join("SUMS")), Err(Error::Checksum { expected, .. }) if expected == good));
+    assert!(
+        matches!(verify_sha256sums(dir.path().join("SUMS")), Err(Error::Checksum { expected, .. }) if expected == good)
+    );
 }

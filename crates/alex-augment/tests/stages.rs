@@ -1,5 +1,8 @@
 //! Every stage against a direct computation, and the fused pass against the plain reference.
 
+// Direct formulas read best with explicit indices.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use alex_augment::*;
@@ -40,7 +43,8 @@ fn crop_and_flip_match_direct_indexing() {
         for x in 0..3 {
             for c in 0..3 {
                 let (sx, sy) = (x as isize - 1, y as isize + 1);
-                let expected = if (0..5).contains(&sx) && (0..4).contains(&sy) { img.get(sx as usize, sy as usize, c) } else { 0 };
+                let expected =
+                    if (0..5).contains(&sx) && (0..4).contains(&sy) { img.get(sx as usize, sy as usize, c) } else { 0 };
                 assert_eq!(cropped.get(x, y, c), expected, "crop at {x},{y},{c}");
                 assert_eq!(flipped.get(2 - x, y, c), expected, "flip at {x},{y},{c}");
             }
@@ -133,22 +137,55 @@ fn fused_equals_stage_by_stage_reference() {
     };
     let rgb = image(40, 33, 3, 1);
     let grey = image(28, 28, 1, 3);
-    let mean_image = MeanImage { width: 40, height: 33, channels: 3, data: (0..40 * 33 * 3).map(|i| (i % 97) as f32 / 97.0).collect() };
+    let mean_image = MeanImage {
+        width: 40,
+        height: 33,
+        channels: 3,
+        data: (0..40 * 33 * 3).map(|i| (i % 97) as f32 / 97.0).collect(),
+    };
     let cases = [
-        ("train rgb padded pca", Transform {
-            decode: Decode { channels: Channels::Rgb },
-            resize: None,
-            augment: Augment::Train { crop: RandomCrop { size: 32, padding: 4 }, flip: Flip::default(), pca: Some(pca.clone()) },
-            normalize: Normalize::imagenet(),
-        }, &rgb),
-        ("train grey padded", Transform::small_train(Channels::Grey, 28, 4, Normalize::per_channel(&[0.286], &[0.353])), &grey),
-        ("ten-crop", Transform { augment: Augment::TenCrop(TenCrop { size: 30 }), ..Transform::imagenet_eval(true) }, &rgb),
-        ("per-pixel mean", Transform {
-            decode: Decode { channels: Channels::Rgb },
-            resize: None,
-            augment: Augment::Train { crop: RandomCrop { size: 31, padding: 0 }, flip: Flip { probability: 0.5 }, pca: Some(pca) },
-            normalize: Normalize { mean: vec![0.0; 3], std: vec![0.229, 0.224, 0.225], mean_image: Some(mean_image.into()) },
-        }, &rgb),
+        (
+            "train rgb padded pca",
+            Transform {
+                decode: Decode { channels: Channels::Rgb },
+                resize: None,
+                augment: Augment::Train {
+                    crop: RandomCrop { size: 32, padding: 4 },
+                    flip: Flip::default(),
+                    pca: Some(pca.clone()),
+                },
+                normalize: Normalize::imagenet(),
+            },
+            &rgb,
+        ),
+        (
+            "train grey padded",
+            Transform::small_train(Channels::Grey, 28, 4, Normalize::per_channel(&[0.286], &[0.353])),
+            &grey,
+        ),
+        (
+            "ten-crop",
+            Transform { augment: Augment::TenCrop(TenCrop { size: 30 }), ..Transform::imagenet_eval(true) },
+            &rgb,
+        ),
+        (
+            "per-pixel mean",
+            Transform {
+                decode: Decode { channels: Channels::Rgb },
+                resize: None,
+                augment: Augment::Train {
+                    crop: RandomCrop { size: 31, padding: 0 },
+                    flip: Flip { probability: 0.5 },
+                    pca: Some(pca),
+                },
+                normalize: Normalize {
+                    mean: vec![0.0; 3],
+                    std: vec![0.229, 0.224, 0.225],
+                    mean_image: Some(mean_image.into()),
+                },
+            },
+            &rgb,
+        ),
     ];
     for (what, t, img) in cases {
         t.validate().unwrap();

@@ -17,10 +17,7 @@ pub struct ImageFolderOptions {
 
 impl Default for ImageFolderOptions {
     fn default() -> Self {
-        ImageFolderOptions {
-            extensions: ["jpg", "jpeg", "png"].map(String::from).to_vec(),
-            class_names_file: None,
-        }
+        ImageFolderOptions { extensions: ["jpg", "jpeg", "png"].map(String::from).to_vec(), class_names_file: None }
     }
 }
 

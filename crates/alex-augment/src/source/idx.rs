@@ -131,15 +131,27 @@ impl Source for Idx {
         &self.class_names
     }
     fn read(&self, index: usize) -> Result<RawSample, String> {
-        Ok(RawSample::Pixels(Image { width: self.cols, height: self.rows, channels: 1, data: self.pixels(index).to_vec() }))
+        Ok(RawSample::Pixels(Image {
+            width: self.cols,
+            height: self.rows,
+            channels: 1,
+            data: self.pixels(index).to_vec(),
+        }))
     }
     fn describe(&self, index: usize) -> String {
         format!("{}[{index}]", self.images_path.display())
     }
     fn fingerprint_bytes(&self) -> Vec<u8> {
         let name = self.images_path.file_name().unwrap_or_default().to_string_lossy();
-        format!("idx\n{name}\t{}\t{}\t{}x{}x{}\n", self.file_sizes[0], self.file_sizes[1], self.len(), self.rows, self.cols)
-            .into_bytes()
+        format!(
+            "idx\n{name}\t{}\t{}\t{}x{}x{}\n",
+            self.file_sizes[0],
+            self.file_sizes[1],
+            self.len(),
+            self.rows,
+            self.cols
+        )
+        .into_bytes()
     }
     fn data_dir(&self) -> Option<PathBuf> {
         self.images_path.parent().map(Path::to_path_buf)
@@ -190,7 +202,7 @@ pub fn fashion_mnist(dir: impl AsRef<Path>) -> Result<FashionMnist> {
     let names: Vec<String> = FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect();
     let train = Idx::open(dir.join("train-images-idx3-ubyte.gz"), dir.join("train-labels-idx1-ubyte.gz"))?
         .with_class_names(names.clone())?;
-    let test =
-        Idx::open(dir.join("t10k-images-idx3-ubyte.gz"), dir.join("t10k-labels-idx1-ubyte.gz"))?.with_class_names(names)?;
+    let test = Idx::open(dir.join("t10k-images-idx3-ubyte.gz"), dir.join("t10k-labels-idx1-ubyte.gz"))?
+        .with_class_names(names)?;
     Ok(FashionMnist { train, test })
 }

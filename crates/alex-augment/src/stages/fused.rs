@@ -74,9 +74,15 @@ fn write_channels<const C: usize>(src: &Image, window: &Window, affine: &Affine<
         match (affine.mean_image, window.flip) {
             (None, false) => affine_span::<C, false>(src_row, span, scale, bias),
             (None, true) => affine_span::<C, true>(src_row, span, scale, bias),
-            (Some(m), flip) => {
-                affine_span_mean::<C>(src_row, &m.data[(sy as usize * m.width + sx0) * C..][..(hi - lo) * C], span, flip, scale, bias, inv_std)
-            }
+            (Some(m), flip) => affine_span_mean::<C>(
+                src_row,
+                &m.data[(sy as usize * m.width + sx0) * C..][..(hi - lo) * C],
+                span,
+                flip,
+                scale,
+                bias,
+                inv_std,
+            ),
         }
     }
 }
@@ -94,14 +100,29 @@ fn split_rows<const C: usize>(out: &mut [f32], plane: usize, offset: usize, len:
 
 #[inline(always)]
 fn affine_span<const C: usize, const FLIP: bool>(src: &[u8], dst: &mut [&mut [f32]], scale: [f32; 3], bias: [f32; 3]) {
-    let n = src.len() / C;
-    for c in 0..C {
-        let row = &mut dst[c][..n];
-        let (s, b) = (scale[c], bias[c]);
-        for (x, o) in row.iter_mut().enumerate() {
-            let sx = if FLIP { n - 1 - x } else { x };
-            *o = f32::from(src[sx * C + c]) * s + b;
+    // Iterators rather than indices: no bounds checks, so the loops vectorise.
+    let pixels = src.chunks_exact(C);
+    if C == 1 {
+        let row = &mut *dst[0];
+        let (s, b) = (scale[0], bias[0]);
+        if FLIP {
+            row.iter_mut().zip(src.iter().rev()).for_each(|(o, &v)| *o = f32::from(v) * s + b);
+        } else {
+            row.iter_mut().zip(src).for_each(|(o, &v)| *o = f32::from(v) * s + b);
         }
+        return;
+    }
+    let [r0, r1, r2] = dst else { unreachable!("three channel rows") };
+    let outs = r0.iter_mut().zip(r1.iter_mut()).zip(r2.iter_mut());
+    let write = |((o0, o1), o2): ((&mut f32, &mut f32), &mut f32), px: &[u8]| {
+        *o0 = f32::from(px[0]) * scale[0] + bias[0];
+        *o1 = f32::from(px[1]) * scale[1] + bias[1];
+        *o2 = f32::from(px[2]) * scale[2] + bias[2];
+    };
+    if FLIP {
+        outs.zip(pixels.rev()).for_each(|(o, px)| write(o, px));
+    } else {
+        outs.zip(pixels).for_each(|(o, px)| write(o, px));
     }
 }
 

@@ -19,7 +19,10 @@ pub fn symmetric_eigen(matrix: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
     let mut a = matrix.to_vec();
     let mut v: Vec<f64> = (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect();
     for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|p| (0..n).filter(move |&q| q != p).map(move |q| (p, q))).map(|(p, q)| a[p * n + q].powi(2)).sum();
+        let off: f64 = (0..n)
+            .flat_map(|p| (0..n).filter(move |&q| q != p).map(move |q| (p, q)))
+            .map(|(p, q)| a[p * n + q].powi(2))
+            .sum();
         let scale: f64 = a.iter().map(|x| x * x).sum::<f64>();
         if off <= 1e-30 * scale.max(f64::MIN_POSITIVE) {
             break;
@@ -188,7 +191,9 @@ impl Accumulator {
         match (&mut self.mean_image, other.mean_image) {
             (Some((w, h, a)), Some((ow, oh, b))) => {
                 if (*w, *h) != (ow, oh) {
-                    return Err(Error::Config(format!("per-pixel mean needs equal image sizes: {ow}x{oh} and {w}x{h}")));
+                    return Err(Error::Config(format!(
+                        "per-pixel mean needs equal image sizes: {ow}x{oh} and {w}x{h}"
+                    )));
                 }
                 a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
             }
@@ -306,7 +311,8 @@ impl ColourStats {
         let fingerprint = Self::fingerprint(source, decode, resize, options);
         let name = format!("alex-augment-stats-{}.json", &fingerprint[..32]);
         let fallback_dir = options.fallback_cache_dir.clone().unwrap_or_else(default_cache_dir);
-        let candidates: Vec<PathBuf> = source.data_dir().into_iter().chain([fallback_dir]).map(|d| d.join(&name)).collect();
+        let candidates: Vec<PathBuf> =
+            source.data_dir().into_iter().chain([fallback_dir]).map(|d| d.join(&name)).collect();
         for path in &candidates {
             if let Ok(text) = std::fs::read_to_string(path) {
                 let stats: ColourStats = serde_json::from_str(&text)
@@ -384,7 +390,9 @@ impl PcaNoise {
         (0..c)
             .map(|ch| {
                 let sum: f64 = (0..self.eigenvalues.len())
-                    .map(|i| f64::from(self.eigenvectors[i][ch]) * f64::from(alphas[i]) * f64::from(self.eigenvalues[i]))
+                    .map(|i| {
+                        f64::from(self.eigenvectors[i][ch]) * f64::from(alphas[i]) * f64::from(self.eigenvalues[i])
+                    })
                     .sum();
                 sum as f32
             })

@@ -29,14 +29,18 @@ impl ResizeCentreCrop {
             return Ok(image.clone());
         }
         let pixel_type = if image.channels == 3 { PixelType::U8x3 } else { PixelType::U8 };
-        let src = fast_image_resize::images::ImageRef::new(image.width as u32, image.height as u32, &image.data, pixel_type)
-            .map_err(|e| format!("resize source: {e}"))?;
+        let src =
+            fast_image_resize::images::ImageRef::new(image.width as u32, image.height as u32, &image.data, pixel_type)
+                .map_err(|e| format!("resize source: {e}"))?;
         let mut dst = fast_image_resize::images::Image::new(self.size as u32, self.size as u32, pixel_type);
         let left = (image.width - side) as f64 / 2.0;
         let top = (image.height - side) as f64 / 2.0;
-        let options = ResizeOptions::new()
-            .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-            .crop(left, top, side as f64, side as f64);
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(
+            left,
+            top,
+            side as f64,
+            side as f64,
+        );
         resizer.resize(&src, &mut dst, &options).map_err(|e| format!("resize failed: {e}"))?;
         Ok(Image { width: self.size, height: self.size, channels: image.channels, data: dst.into_vec() })
     }

@@ -28,7 +28,9 @@ pub fn jpeg_bytes(width: u32, height: u32, salt: u32) -> Vec<u8> {
 pub fn grey_jpeg_bytes(width: u32, height: u32) -> Vec<u8> {
     let grey: Vec<u8> = (0..width * height).map(|i| (i * 5 % 256) as u8).collect();
     let mut out = Vec::new();
-    JpegEncoder::new_with_quality(&mut out, 95).write_image(&grey, width, height, image::ExtendedColorType::L8).unwrap();
+    JpegEncoder::new_with_quality(&mut out, 95)
+        .write_image(&grey, width, height, image::ExtendedColorType::L8)
+        .unwrap();
     out
 }
 
