@@ -69,6 +69,9 @@ fn imagenette() {
         .collect();
     let n = files.len();
     let decode_rate = stage_rate(n, |i| drop(decode.apply(&files[i]).unwrap()));
+    let decoded: Vec<Image> = files.iter().map(|f| decode.apply(f).unwrap()).collect();
+    let mut resizer = fast_image_resize::Resizer::new();
+    let resize_rate = stage_rate(n, |i| drop(resize.apply(&decoded[i], &mut resizer).unwrap()));
     let mut scratch = Scratch::new();
     let prep_rate =
         stage_rate(n, |i| drop(transform.prepare(RawSample::Encoded(files[i].clone()), &mut scratch).unwrap()));
@@ -84,6 +87,7 @@ fn imagenette() {
     });
     println!("imagenette, one thread, files in memory:");
     println!("  decode only                         {decode_rate:>9.0} images/s");
+    println!("  resize 256 only                     {resize_rate:>9.0} images/s");
     println!("  decode + resize 256                 {prep_rate:>9.0} images/s");
     println!("  fused crop/flip/PCA/normalise/CHW   {fused_rate:>9.0} images/s");
     println!("  whole transform                     {full_rate:>9.0} images/s");
