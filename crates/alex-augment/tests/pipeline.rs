@@ -10,17 +10,16 @@ use alex_augment::*;
 use std::sync::mpsc;
 use std::time::Duration;
 
-fn folder_loader(root: &std::path::Path, workers: usize, pca: Option<PcaNoise>) -> Loader {
-    let mut t = Transform::imagenet_train(pca);
+/// The paper's training transform scaled down (resize 40, crop 32), PCA noise included.
+fn folder_loader(root: &std::path::Path, workers: usize) -> Loader {
+    let pca = PcaNoise {
+        eigenvalues: vec![0.2, 0.02, 0.005],
+        eigenvectors: vec![vec![0.6, 0.8, 0.0], vec![-0.8, 0.6, 0.0], vec![0.0, 0.0, 1.0]],
+        sigma: 0.1,
+    };
+    let mut t = Transform::imagenet_train(None);
     t.resize = Some(ResizeCentreCrop { size: 40 });
-    t.augment = Augment::Train { crop: RandomCrop { size: 32, padding: 0 }, flip: Flip::default(), pca: None };
-    if let Augment::Train { pca: p, .. } = &mut t.augment {
-        *p = Some(PcaNoise {
-            eigenvalues: vec![0.2, 0.02, 0.005],
-            eigenvectors: vec![vec![0.6, 0.8, 0.0], vec![-0.8, 0.6, 0.0], vec![0.0, 0.0, 1.0]],
-            sigma: 0.1,
-        });
-    }
+    t.augment = Augment::Train { crop: RandomCrop { size: 32, padding: 0 }, flip: Flip::default(), pca: Some(pca) };
     Loader::builder(t).batch_size(5).workers(workers).seed(42).build(ImageFolder::open(root).unwrap()).unwrap()
 }
 
@@ -39,17 +38,17 @@ fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) 
 fn batches_are_bit_identical_for_1_2_and_4_workers() {
     let dir = tempfile::tempdir().unwrap();
     common::write_folder(dir.path(), &["a", "b", "c"], 6);
-    let one = collect(&folder_loader(dir.path(), 1, None), 3);
+    let one = collect(&folder_loader(dir.path(), 1), 3);
     assert_eq!(one.len(), 4, "18 samples in batches of 5");
     assert_eq!(one.iter().map(Batch::len).collect::<Vec<_>>(), [5, 5, 5, 3]);
     for workers in [2, 4] {
-        assert_eq!(collect(&folder_loader(dir.path(), workers, None), 3), one, "{workers} workers");
+        assert_eq!(collect(&folder_loader(dir.path(), workers), 3), one, "{workers} workers");
     }
     // Every sample once per epoch; another epoch reshuffles and redraws.
     let mut seen: Vec<usize> = one.iter().flat_map(|b| b.indices.clone()).collect();
     seen.sort();
     assert_eq!(seen, (0..18).collect::<Vec<_>>());
-    let other = collect(&folder_loader(dir.path(), 2, None), 4);
+    let other = collect(&folder_loader(dir.path(), 2), 4);
     assert_ne!(other[0].indices, one[0].indices);
     let b = &one[0];
     assert_eq!(b.shape, [5, 3, 32, 32]);
@@ -61,7 +60,7 @@ fn batches_are_bit_identical_for_1_2_and_4_workers() {
 fn loader_output_equals_the_reference_path_per_sample() {
     let dir = tempfile::tempdir().unwrap();
     common::write_folder(dir.path(), &["a", "b"], 4);
-    let loader = folder_loader(dir.path(), 2, None);
+    let loader = folder_loader(dir.path(), 2);
     let t = loader.transform().clone();
     let mut scratch = Scratch::new();
     let per = t.sample_len();
@@ -149,7 +148,7 @@ fn bad_files_are_skipped_counted_and_reported_once() {
     let jpeg = common::jpeg_bytes(64, 64, 3);
     std::fs::write(a.join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
     std::fs::write(a.join("tiny.png"), common::png_bytes(1, 1, 0)).unwrap();
-    let loader = folder_loader(dir.path(), 2, None);
+    let loader = folder_loader(dir.path(), 2);
     let batches = collect(&loader, 0);
     let delivered: usize = batches.iter().map(Batch::len).sum();
     let skipped = loader.take_new_skips();
