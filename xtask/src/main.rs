@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a model. Without arguments: the `mini` preset on the embedded Fashion-MNIST.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on its run's test (or validation) data.
     Eval(EvalArgs),
     /// Print the top-5 classes of images with their probabilities.
@@ -113,9 +113,9 @@ struct TrainArgs {
     /// Parent folder of run folders.
     #[arg(long)]
     runs_dir: Option<PathBuf>,
-    /// Continue a run from its newest checkpoint: a run folder, or without a value the
-    /// newest run under the runs folder.
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    /// Continue a run from its newest checkpoint: a run folder, or without a value (or
+    /// `latest`) the newest run under the runs folder.
+    #[arg(long, num_args = 0..=1, default_missing_value = "latest", value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
     /// Stop after this many steps (smoke runs).
     #[arg(long)]
@@ -214,7 +214,7 @@ type AnyResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 fn run(cli: Cli) -> AnyResult {
     match cli.command {
-        Command::Train(args) => train(args),
+        Command::Train(args) => train(*args),
         Command::Eval(args) => with_backend(&args.backend.clone(), |b| eval(args, b)),
         Command::Predict(args) => with_backend(&args.backend.clone(), |b| predict(args, b)),
         Command::Summary(args) => {
@@ -325,7 +325,7 @@ fn newest_run(runs_dir: &Path) -> AnyResult<PathBuf> {
 fn train(args: TrainArgs) -> AnyResult {
     let (config, resume_dir) = match &args.resume {
         Some(dir) => {
-            let dir = if dir.as_os_str().is_empty() {
+            let dir = if dir.as_os_str() == "latest" && !dir.exists() {
                 newest_run(args.runs_dir.as_deref().unwrap_or(Path::new("runs")))?
             } else {
                 dir.clone()

@@ -162,7 +162,7 @@ impl Datasets {
             (None, f) if f > 0.0 => {
                 let n = full_train.len();
                 let held = ((n as f64 * f).round() as usize).clamp(1, n - 1);
-                let order = permutation(n, mix64(config.seed, 0x5641_4C));
+                let order = permutation(n, mix64(config.seed, 0x0056_414C));
                 let (mut v, mut t) = (order[..held].to_vec(), order[held..].to_vec());
                 v.sort_unstable();
                 t.sort_unstable();
@@ -206,9 +206,9 @@ impl Datasets {
                     (DataFormat::Cifar10, 3) => Normalize::per_channel(&CIFAR10_NORM.0, &CIFAR10_NORM.1),
                     _ => Normalize::identity(c),
                 };
-                // Pad by an eighth of the size, as usual for 28-32 px images, then crop back.
+                // Shift by up to 2 pixels (pad, then crop back) and flip.
                 let train = if d.augment {
-                    Transform::small_train(channels, h, h / 8, normalize.clone())
+                    Transform::small_train(channels, h, 2, normalize.clone())
                 } else {
                     Transform::small_eval(channels, h, normalize.clone())
                 };

@@ -14,6 +14,9 @@ use crate::metrics::EpochRecord;
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
 static REGISTER: Once = Once::new();
 
+/// A labelled, coloured line of `(epoch, value)` points.
+type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
+
 fn register_font() {
     REGISTER.call_once(|| {
         // The embedded font is a valid TrueType file; a failure here is a build defect.
@@ -48,7 +51,7 @@ pub fn plot_curves(records: &[EpochRecord], path: &Path) -> Result<()> {
     let series = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
         records.iter().filter_map(|r| f(r).map(|y| (r.epoch as f64, y))).collect()
     };
-    let lines: [(&str, RGBColor, Vec<(f64, f64)>); 2] =
+    let lines: [Line; 2] =
         [("train", BLUE, series(&|r| Some(r.train.loss))), ("validation", RED, series(&|r| r.val.map(|v| v.loss)))];
     for (label, color, points) in lines {
         if points.is_empty() {
@@ -70,7 +73,7 @@ pub fn plot_curves(records: &[EpochRecord], path: &Path) -> Result<()> {
         .build_cartesian_2d(0f64..epochs, 0f64..100f64)
         .map_err(plot_err)?;
     chart.configure_mesh().x_desc("epoch").y_desc("error %").draw().map_err(plot_err)?;
-    let lines: [(&str, RGBColor, Vec<(f64, f64)>); 4] = [
+    let lines: [Line; 4] = [
         ("train top-1", BLUE, series(&|r| Some(100.0 * r.train.top1_error))),
         ("train top-5", CYAN, series(&|r| Some(100.0 * r.train.top5_error))),
         ("val top-1", RED, series(&|r| r.val.map(|v| 100.0 * v.top1_error))),

@@ -126,7 +126,7 @@ impl LrScheduler {
         match self.schedule {
             Schedule::Constant | Schedule::Cosine { .. } => {}
             Schedule::Step { every, factor } => {
-                if (epoch + 1) % every == 0 {
+                if (epoch + 1).is_multiple_of(every) {
                     self.current *= factor;
                     self.reductions += 1;
                     decision.reduced = true;

@@ -1,0 +1,103 @@
+//! End-to-end runs on a small slice of the embedded Fashion-MNIST: the loss falls, a
+//! resumed run matches an uninterrupted one bit for bit, and checkpoints reload.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use alex_autograd::CpuBackend;
+use alexnet::{Error, MetricsLog, Preset, RunConfig, Schedule, Silent, Trainer, load_model};
+
+fn fashion_mnist() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist")
+}
+
+fn small_config(runs: &Path, name: &str, epochs: usize) -> RunConfig {
+    let mut c = RunConfig::for_preset(Preset::Mini);
+    c.name = name.into();
+    c.output.runs_dir = runs.to_path_buf();
+    c.data.train = Some(fashion_mnist());
+    c.data.max_train_images = Some(384);
+    c.data.max_eval_images = Some(128);
+    c.data.val_fraction = 0.25;
+    c.optim.epochs = epochs;
+    c.optim.batch_size = 32;
+    c.optim.eval_batch_size = 64;
+    c.optim.lr = 0.02;
+    c.optim.schedule = Schedule::Constant;
+    c
+}
+
+fn backend() -> Arc<CpuBackend> {
+    Arc::new(CpuBackend::with_threads(2).unwrap())
+}
+
+#[test]
+fn loss_falls_and_run_files_are_written() {
+    let runs = tempfile::tempdir().unwrap();
+    let config = small_config(runs.path(), "falls", 4);
+    let mut config = config;
+    config.optim.lr = 0.05;
+    let mut trainer = Trainer::new(config, backend()).unwrap();
+    let result = trainer.fit(&mut Silent).unwrap();
+    let records = MetricsLog::new(runs.path().join("falls/metrics.jsonl")).read().unwrap();
+    assert_eq!(records.len(), 4);
+    let (first, last) = (records[0].train.loss, records[3].train.loss);
+    assert!(last < 0.85 * first, "training loss did not fall: {first} -> {last}");
+    assert!(result.test.is_some() && result.val.is_some());
+    for f in [
+        "config.toml",
+        "curves.png",
+        "result.json",
+        "checkpoints/best.safetensors",
+        "checkpoints/epoch-0004.state.json",
+    ] {
+        assert!(runs.path().join("falls").join(f).exists(), "{f} missing");
+    }
+    // The best weights reload into a model that evaluates.
+    let loaded = load_model(&runs.path().join("falls"), backend()).unwrap();
+    assert_eq!(loaded.info.class_names.len(), 10);
+    // A fresh run into a folder with checkpoints is refused.
+    let err = Trainer::new(small_config(runs.path(), "falls", 1), backend()).err().unwrap().to_string();
+    assert!(err.contains("--resume"), "{err}");
+}
+
+#[test]
+fn resume_is_bit_exact() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut straight = Trainer::new(small_config(runs.path(), "straight", 2), backend()).unwrap();
+    straight.fit(&mut Silent).unwrap();
+
+    let mut first = Trainer::new(small_config(runs.path(), "split", 1), backend()).unwrap();
+    first.fit(&mut Silent).unwrap();
+    drop(first);
+    let mut resumed = Trainer::resume(&runs.path().join("split"), backend(), Some(2)).unwrap();
+    assert_eq!((resumed.epochs_done(), resumed.step()), (1, 12));
+    resumed.fit(&mut Silent).unwrap();
+
+    let a = straight.model().params_to_host().unwrap();
+    let b = resumed.model().params_to_host().unwrap();
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let same = ta.data.iter().zip(&tb.data).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{na} differs after resuming");
+    }
+    let log = |name: &str| MetricsLog::new(runs.path().join(name).join("metrics.jsonl")).read().unwrap();
+    let (la, lb) = (log("straight"), log("split"));
+    assert_eq!(la.len(), 2);
+    assert_eq!(lb.len(), 2);
+    assert_eq!(la[1].train.loss.to_bits(), lb[1].train.loss.to_bits());
+    assert_eq!(la[1].val, lb[1].val);
+}
+
+#[test]
+fn non_finite_loss_stops_naming_the_step() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut config = small_config(runs.path(), "diverges", 2);
+    config.optim.lr = 1e12;
+    let mut trainer = Trainer::new(config, backend()).unwrap();
+    let err = trainer.fit(&mut Silent).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::NonFiniteLoss { step, .. } if step > 0), "{msg}");
+    assert!(msg.contains("at step"), "{msg}");
+}
