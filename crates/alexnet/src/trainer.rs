@@ -236,7 +236,8 @@ impl<B: Backend> Trainer<B> {
         trainer.step = ckpt.state.step;
         trainer.epochs_done = ckpt.state.epochs_done;
         trainer.best_val_error = ckpt.state.best_val_error;
-        trainer.last_checkpoint = Some(latest);
+        // The weights file, as after a save (`latest` is the state file).
+        trainer.last_checkpoint = Some(latest.with_file_name(&ckpt.state.weights));
         Ok(trainer)
     }
 

@@ -101,3 +101,45 @@ fn non_finite_loss_stops_naming_the_step() {
     assert!(matches!(err, Error::NonFiniteLoss { step, .. } if step > 0), "{msg}");
     assert!(msg.contains("at step"), "{msg}");
 }
+
+#[test]
+fn non_finite_loss_keeps_the_last_good_checkpoint() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut first = Trainer::new(small_config(runs.path(), "blows-up", 1), backend()).unwrap();
+    first.fit(&mut Silent).unwrap();
+    drop(first);
+    let ckpts = runs.path().join("blows-up/checkpoints");
+    let weights = ckpts.join("epoch-0001.safetensors");
+    let good_bytes = std::fs::read(&weights).unwrap();
+
+    // Resume epoch 2 with an absurd learning rate: the schedule continues from the state
+    // file, so that is where the rate is raised.
+    let state_path = ckpts.join("epoch-0001.state.json");
+    let mut state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["scheduler"]["base_lr"] = 1e12.into();
+    state["scheduler"]["current"] = 1e12.into();
+    std::fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
+
+    let mut resumed = Trainer::resume(&runs.path().join("blows-up"), backend(), Some(2)).unwrap();
+    let steps_before = resumed.step();
+    let err = resumed.fit(&mut Silent).unwrap_err();
+    let msg = err.to_string();
+    match &err {
+        Error::NonFiniteLoss { step, epoch, loss, last_good } => {
+            assert!(*step >= steps_before, "{msg}");
+            assert_eq!(*epoch, 1, "{msg}");
+            assert!(!loss.is_finite(), "{msg}");
+            assert_eq!(last_good.as_deref(), Some(weights.as_path()), "{msg}");
+            assert!(msg.contains(&format!("at step {step} (epoch 1)")), "{msg}");
+            assert!(msg.contains(&weights.display().to_string()), "{msg}");
+        }
+        other => panic!("expected a non-finite loss error, got {other}"),
+    }
+    // The epoch-1 checkpoint is untouched and still loads; nothing was written for epoch 2.
+    assert_eq!(std::fs::read(&weights).unwrap(), good_bytes);
+    assert!(!ckpts.join("epoch-0002.state.json").exists());
+    let loaded = load_model(&weights, backend()).unwrap();
+    let finite = loaded.model.params_to_host().unwrap().iter().all(|(_, t)| t.data.iter().all(|v| v.is_finite()));
+    assert!(finite, "the kept checkpoint holds non-finite weights");
+    assert_eq!(MetricsLog::new(runs.path().join("blows-up/metrics.jsonl")).read().unwrap().len(), 1);
+}
