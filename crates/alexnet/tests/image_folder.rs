@@ -25,7 +25,7 @@ fn write_folder(root: &Path) -> Vec<PathBuf> {
             let img = image::RgbImage::from_fn(w, h, |x, y| {
                 let mut px = [40u8, 40, 40];
                 px[2 - class] = 150 + ((x * 100) / w) as u8;
-                px[(3 - class) % 3] = ((y * 60) / h) as u8 + if (x + y + i as u32) % 7 == 0 { 40 } else { 0 };
+                px[(3 - class) % 3] = ((y * 60) / h) as u8 + if (x + y + i as u32).is_multiple_of(7) { 40 } else { 0 };
                 image::Rgb(px)
             });
             let path = dir.join(format!("img{i}.jpg"));
