@@ -114,8 +114,16 @@ struct TrainArgs {
     #[arg(long)]
     runs_dir: Option<PathBuf>,
     /// Continue a run from its newest checkpoint: a run folder, or without a value (or
-    /// `latest`) the newest run under the runs folder.
-    #[arg(long, num_args = 0..=1, default_missing_value = "latest", value_name = "RUN_DIR")]
+    /// `latest`) the newest run under the runs folder. The run keeps its own configuration
+    /// (data, preset, batch size, learning rate, seed), so those options are refused here;
+    /// `--epochs` may extend it.
+    #[arg(
+        long,
+        num_args = 0..=1,
+        default_missing_value = "latest",
+        value_name = "RUN_DIR",
+        conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "seed", "config", "name"]
+    )]
     resume: Option<PathBuf>,
     /// Stop after this many steps (smoke runs).
     #[arg(long)]

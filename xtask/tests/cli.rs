@@ -44,6 +44,8 @@ fn missing_or_foreign_checkpoints() {
     fails_with(&["predict", "--checkpoint", foreign.to_str().unwrap(), "x.png"], "truncated");
     let resume_nothing = dir.path().join("empty-runs");
     fails_with(&["train", "--resume", "--runs-dir", resume_nothing.to_str().unwrap()], "nothing to resume");
+    // A resumed run keeps its own configuration: options that would silently be ignored are refused.
+    fails_with(&["train", "--resume", "runs/mini-1", "--lr", "0.1"], "cannot be used with");
 }
 
 #[test]
