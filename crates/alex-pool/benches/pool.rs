@@ -54,7 +54,7 @@ fn pool_forward(bencher: Bencher<'_, '_>, kind: PoolKind, name: &str) {
         .bench_local(|| alex_pool::pool_forward(kind, &geom, input, black_box(&x), &mut y).unwrap());
 }
 
-/// Backward: max reads `x` and `dy` and writes `dx`; average needs only `dy` and `dx`.
+/// Backward: max reads `x`, `y` and `dy` and writes `dx`; average needs only `dy` and `dx`.
 fn pool_backward(bencher: Bencher<'_, '_>, kind: PoolKind, name: &str) {
     let input = layer(name);
     let geom = PoolGeom::square(3, 2, 0, Rounding::Floor).unwrap();
@@ -63,7 +63,7 @@ fn pool_backward(bencher: Bencher<'_, '_>, kind: PoolKind, name: &str) {
         (filled(input.numel(), 3), vec![0.0; output.numel()], filled(output.numel(), 4), vec![0.0; input.numel()]);
     alex_pool::pool_forward(kind, &geom, input, &x, &mut y).unwrap();
     let floats = match kind {
-        PoolKind::Max => 2 * input.numel() + output.numel(),
+        PoolKind::Max => 2 * input.numel() + 2 * output.numel(),
         PoolKind::Avg => input.numel() + output.numel(),
     };
     counters(bencher, floats)

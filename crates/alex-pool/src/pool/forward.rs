@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::{Planes, max_or_nan, op_name};
 use crate::error::Result;
-use crate::{F32_SCRATCH, with_scratch};
+use crate::{F32_SCRATCH, avx2_when_available, with_scratch};
 
 /// Max or average pooling of the NCHW tensor `x` of shape `input` into `y`, whose shape is
 /// `geom.output_shape(input)`. See the [module rules](crate::pool) for windows, padding and
@@ -72,12 +72,36 @@ impl Reduction for Mean {
 }
 
 fn forward<R: Reduction>(planes: &Planes, x: &[f32], y: &mut [f32]) {
-    y.par_chunks_mut(planes.out_plane()).zip(x.par_chunks(planes.in_plane())).for_each(|(y, x)| {
+    let tasks = planes.planes_per_task();
+    y.par_chunks_mut(tasks * planes.out_plane()).zip(x.par_chunks(tasks * planes.in_plane())).for_each(|(y, x)| {
         with_scratch(&F32_SCRATCH, planes.input.w + planes.phases_len(), |scratch| {
             let (column_fold, phases) = scratch.split_at_mut(planes.input.w);
-            forward_plane::<R>(planes, x, y, column_fold, phases)
+            forward_planes::<R>(planes, x, y, column_fold, phases)
         })
     });
+}
+
+avx2_when_available! {
+    /// Pooling forward of consecutive planes.
+    fn forward_planes<R: Reduction>(
+        planes: &Planes,
+        x: &[f32],
+        y: &mut [f32],
+        column_fold: &mut [f32],
+        phases: &mut [f32],
+    ) => forward_planes_kernel
+}
+
+fn forward_planes_kernel<R: Reduction>(
+    planes: &Planes,
+    x: &[f32],
+    y: &mut [f32],
+    column_fold: &mut [f32],
+    phases: &mut [f32],
+) {
+    for (y, x) in y.chunks_exact_mut(planes.out_plane()).zip(x.chunks_exact(planes.in_plane())) {
+        forward_plane::<R>(planes, x, y, column_fold, phases);
+    }
 }
 
 /// One plane, separably: for each output row, fold its window rows into `column_fold`, then
@@ -94,7 +118,7 @@ fn forward_plane<R: Reduction>(planes: &Planes, x: &[f32], y: &mut [f32], column
         }
         let inner = &mut y_row[planes.inner_cols.clone()];
         if !inner.is_empty() {
-            planes.split_phases(column_fold, phases);
+            planes.split_phases(column_fold, phases, planes.phase_len());
             let mut cells = planes.inner_cell_ranges();
             inner.copy_from_slice(&phases[cells.next().expect("windows have a column")]);
             for cell in cells {

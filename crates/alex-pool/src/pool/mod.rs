@@ -39,6 +39,8 @@ struct Planes {
     geom: PoolGeom,
     input: Shape4,
     output: Shape4,
+    /// Output rows whose windows lie wholly inside the input's height.
+    inner_rows: Range<usize>,
     /// Output columns whose windows lie wholly inside the input's width.
     inner_cols: Range<usize>,
 }
@@ -65,10 +67,19 @@ impl Planes {
         for &(name, len) in output_sized {
             check_buffer(op, name, out_len, len)?;
         }
-        let (stride, pad, window) = (geom.stride_w, geom.pad_w, geom.window_w);
-        let first = pad.div_ceil(stride).min(output.w);
-        let end = if input.w + pad >= window { ((input.w + pad - window) / stride + 1).min(output.w) } else { 0 };
-        Ok(Self { geom: *geom, input, output, inner_cols: first..end.max(first) })
+        let inner_rows = inner_windows(input.h, output.h, geom.stride_h, geom.pad_h, geom.window_h);
+        let inner_cols = inner_windows(input.w, output.w, geom.stride_w, geom.pad_w, geom.window_w);
+        Ok(Self { geom: *geom, input, output, inner_rows, inner_cols })
+    }
+
+    /// Channel planes per parallel task: enough to amortise the per-task cost on small planes
+    /// (pool5's are 13x13), few enough to give every thread several tasks.
+    fn planes_per_task(&self) -> usize {
+        /// Input floats per task worth a task of its own.
+        const TASK_FLOATS: usize = 16 * 1024;
+        let by_size = TASK_FLOATS.div_ceil(self.in_plane());
+        let by_count = (self.input.n * self.input.c).div_ceil(4 * rayon::current_num_threads());
+        by_size.min(by_count).max(1)
     }
 
     fn in_plane(&self) -> usize {
@@ -111,7 +122,9 @@ impl Planes {
     /// Splits the inner part of an input row by column phase modulo the stride, so that cell
     /// `kw` of every inner window is one contiguous slice ([`Planes::inner_cell_ranges`]): the
     /// window loops then run over contiguous memory and compile to vector code for any stride.
-    fn split_phases(&self, row: &[f32], phases: &mut [f32]) {
+    /// Phase `p` goes to `phases[p * phase_stride..]` ([`Planes::phase_len`] values).
+    #[inline(always)]
+    fn split_phases(&self, row: &[f32], phases: &mut [f32], phase_stride: usize) {
         let (stride, len) = (self.geom.stride_w, self.phase_len());
         let row = &row[self.inner_start()..];
         // Entries past the row's end stay stale: no inner window reads them.
@@ -119,8 +132,8 @@ impl Planes {
             1 => phases[..row.len().min(len)].copy_from_slice(&row[..row.len().min(len)]),
             // AlexNet's stride, as pairs, which compiles to vector shuffles.
             2 => {
-                let (even, odd) = phases.split_at_mut(len);
-                for ((pair, e), o) in row.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+                let (even, odd) = phases.split_at_mut(phase_stride);
+                for ((pair, e), o) in row.chunks_exact(2).zip(&mut even[..len]).zip(&mut odd[..len]) {
                     (*e, *o) = (pair[0], pair[1]);
                 }
                 if row.len() % 2 == 1 && row.len() / 2 < len {
@@ -128,7 +141,8 @@ impl Planes {
                 }
             }
             _ => {
-                for (phase, out) in phases.chunks_exact_mut(len).enumerate() {
+                for phase in 0..stride {
+                    let out = &mut phases[phase * phase_stride..][..len];
                     for (o, &v) in out.iter_mut().zip(row.iter().skip(phase).step_by(stride)) {
                         *o = v;
                     }
@@ -167,19 +181,21 @@ impl Planes {
     }
 
     /// For each window column `kw` in order, where that cell of every inner window lives in
-    /// the phases of a row: phase `kw % stride`, from offset `kw / stride` (counted up, not
-    /// divided: this runs in the kernels' loops).
-    fn inner_cell_ranges(&self) -> impl Iterator<Item = Range<usize>> + use<> {
+    /// the phases of a row: phase `kw % stride`, from offset `kw / stride`.
+    fn inner_cell_ranges(&self) -> impl ExactSizeIterator<Item = Range<usize>> + DoubleEndedIterator + use<> {
         let (stride, len, windows) = (self.geom.stride_w, self.phase_len(), self.inner_cols.len());
-        (0..self.geom.window_w).scan((0, 0), move |(phase, offset), _| {
-            let start = *phase * len + *offset;
-            *phase += 1;
-            if *phase == stride {
-                (*phase, *offset) = (0, *offset + 1);
-            }
-            Some(start..start + windows)
+        (0..self.geom.window_w).map(move |kw| {
+            let start = (kw % stride) * len + kw / stride;
+            start..start + windows
         })
     }
+}
+
+/// The windows along one axis that lie wholly inside the input (no padding, no ceil overhang).
+fn inner_windows(input: usize, output: usize, stride: usize, pad: usize, window: usize) -> Range<usize> {
+    let first = pad.div_ceil(stride).min(output);
+    let end = if input + pad >= window { ((input + pad - window) / stride + 1).min(output) } else { 0 };
+    first..end.max(first)
 }
 
 /// The input cells `start..end` that window `o` covers along one axis, padding removed.

@@ -191,6 +191,24 @@ fn nan_wins_and_takes_the_gradient() {
     assert_eq!(dx, [0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
 }
 
+/// The backward finds each window's maximum through `y`; a `y` that is none of its window's
+/// cells (here: not computed from this `x`) must not drop the gradient but fall back to
+/// searching `x`, inner and edge windows alike.
+#[test]
+fn max_backward_with_a_foreign_y_routes_to_the_first_maximum_of_x() {
+    let g = geom((3, 3), (2, 2), (1, 1), Rounding::Ceil);
+    let input = shape(2, 3, 11, 12);
+    let output = g.output_shape(input).unwrap();
+    let x = uniform_vec(21, input.numel(), -1.0, 1.0);
+    let dy = uniform_vec(22, output.numel(), -1.0, 1.0);
+    let want = reference_backward(PoolKind::Max, &g, input, &to_f64(&x), &to_f64(&dy));
+    for foreign in [f32::NAN, 5.0, -5.0] {
+        let mut dx = vec![f32::NAN; input.numel()];
+        pool_backward(PoolKind::Max, &g, input, &x, &vec![foreign; output.numel()], &dy, &mut dx).unwrap();
+        assert_close(&format!("y = {foreign}"), &dx, &want, 1e-6, 1e-6);
+    }
+}
+
 /// AlexNet's three pooling layers (overlapping 3x3 stride 2) at full channel counts.
 #[test]
 fn alexnet_shapes_against_reference() {
