@@ -30,6 +30,11 @@ impl Image {
         Ok(Image { width, height, channels, data })
     }
 
+    /// A 0x0 image, a buffer to decode or resize into.
+    pub(crate) fn empty(channels: usize) -> Self {
+        Image { width: 0, height: 0, channels, data: Vec::new() }
+    }
+
     /// The value of channel `c` at column `x`, row `y`.
     pub fn get(&self, x: usize, y: usize, c: usize) -> u8 {
         self.data[(y * self.width + x) * self.channels + c]

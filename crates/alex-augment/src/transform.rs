@@ -4,8 +4,8 @@
 use crate::fused::{Affine, write_view};
 use crate::source::RawSample;
 use crate::{
-    CentreCrop, Channels, Decode, Error, Flip, Image, Normalize, PcaNoise, RandomCrop, ResizeCentreCrop, Result,
-    TenCrop, Window,
+    CentreCrop, Channels, Decode, Error, Flip, Image, Normalize, PcaNoise, RandomCrop, Region, ResizeCentreCrop,
+    Result, TenCrop, Window,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -38,10 +38,32 @@ pub struct Plan {
     pub offset: Vec<f32>,
 }
 
-/// Reusable per-worker buffers.
-#[derive(Default)]
+impl Plan {
+    /// The smallest rectangle of a `size` x `size` image holding every pixel the windows
+    /// read (empty when they lie wholly in the padding).
+    pub fn covered(&self, size: usize) -> Region {
+        let clip = |v: isize| v.clamp(0, size as isize) as usize;
+        let (mut left, mut top, mut right, mut bottom) = (size, size, 0, 0);
+        for w in &self.windows {
+            let (l, r) = (clip(w.left), clip(w.left + w.width as isize));
+            let (t, b) = (clip(w.top), clip(w.top + w.height as isize));
+            if l < r && t < b {
+                (left, top, right, bottom) = (left.min(l), top.min(t), right.max(r), bottom.max(b));
+            }
+        }
+        if left >= right {
+            return Region { left: 0, top: 0, width: 0, height: 0 };
+        }
+        Region { left, top, width: right - left, height: bottom - top }
+    }
+}
+
+/// Reusable per-worker buffers: the resizer's, the decoded image and the resized region
+/// (no per-image allocation once they have grown).
 pub struct Scratch {
     resizer: fast_image_resize::Resizer,
+    decoded: Image,
+    resized: Image,
 }
 
 impl std::fmt::Debug for Scratch {
@@ -53,7 +75,13 @@ impl std::fmt::Debug for Scratch {
 impl Scratch {
     /// Fresh buffers.
     pub fn new() -> Self {
-        Self::default()
+        Scratch { resizer: Default::default(), decoded: Image::empty(3), resized: Image::empty(3) }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -197,16 +225,58 @@ impl Transform {
         self.views() * self.view_shape().iter().product::<usize>()
     }
 
-    /// Decode (or channel-convert) and resize a raw sample.
+    /// Decode (or channel-convert) and resize a raw sample: the whole prepared image, as
+    /// the reference path and the colour statistics see it. The pipeline itself resizes
+    /// only what the views cover ([`Transform::prepare_views`]).
     pub fn prepare(&self, raw: RawSample, scratch: &mut Scratch) -> Result<Image, String> {
-        let image = match raw {
-            RawSample::Encoded(bytes) => self.decode.apply(&bytes)?,
-            RawSample::Pixels(image) => self.decode.channels.convert(image),
-        };
+        self.decode_into(raw, &mut scratch.decoded)?;
         match self.resize {
-            Some(r) => r.apply(&image, &mut scratch.resizer),
-            None => Ok(image),
+            Some(r) => r.apply(&scratch.decoded, &mut scratch.resizer),
+            None => Ok(std::mem::replace(&mut scratch.decoded, Image::empty(3))),
         }
+    }
+
+    fn decode_into(&self, raw: RawSample, out: &mut Image) -> Result<(), String> {
+        match raw {
+            RawSample::Encoded(bytes) => self.decode.apply_into(&bytes, out),
+            RawSample::Pixels(image) => {
+                *out = self.decode.channels.convert(image);
+                Ok(())
+            }
+        }
+    }
+
+    /// What the pipeline does before the fused pass: decodes `raw`, draws its plan from
+    /// `rng` (for the whole `size` x `size` image when resizing, so the draws do not depend
+    /// on the source size), then resizes only the rectangle the plan's views cover (all of
+    /// it with a per-pixel mean image). Returns that rectangle and the plan with its
+    /// windows moved into the rectangle's coordinates: the exact input of
+    /// [`Transform::write_fused`]. The rectangle equals the same part of
+    /// [`Transform::prepare`]'s image, up to the rounding caveat of
+    /// [`ResizeCentreCrop::apply_region`].
+    pub fn prepare_views<'s>(
+        &self,
+        raw: RawSample,
+        rng: &mut impl rand::Rng,
+        scratch: &'s mut Scratch,
+    ) -> Result<(&'s Image, Plan), String> {
+        self.decode_into(raw, &mut scratch.decoded)?;
+        let Some(resize) = self.resize else {
+            let plan = self.plan(scratch.decoded.width, scratch.decoded.height, rng)?;
+            return Ok((&scratch.decoded, plan));
+        };
+        let mut plan = self.plan(resize.size, resize.size, rng)?;
+        let region = if self.normalize.mean_image.is_some() {
+            Region { left: 0, top: 0, width: resize.size, height: resize.size }
+        } else {
+            plan.covered(resize.size)
+        };
+        resize.apply_region(&scratch.decoded, region, &mut scratch.resizer, &mut scratch.resized)?;
+        for window in &mut plan.windows {
+            window.left -= region.left as isize;
+            window.top -= region.top as isize;
+        }
+        Ok((&scratch.resized, plan))
     }
 
     /// Draws the random choices for a prepared `width` x `height` image. Draw order: crop
@@ -244,9 +314,8 @@ impl Transform {
         scratch: &mut Scratch,
         out: &mut [f32],
     ) -> Result<(), String> {
-        let image = self.prepare(raw, scratch)?;
-        let plan = self.plan(image.width, image.height, rng)?;
-        self.write_fused(&image, &plan, out);
+        let (image, plan) = self.prepare_views(raw, rng, scratch)?;
+        self.write_fused(image, &plan, out);
         Ok(())
     }
 

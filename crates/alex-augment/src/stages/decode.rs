@@ -1,6 +1,10 @@
 //! Decoding image files into 8-bit pixels with the channel count the pipeline wants.
 
 use crate::Image;
+use zune_jpeg::JpegDecoder;
+use zune_jpeg::zune_core::bytestream::ZCursor;
+use zune_jpeg::zune_core::colorspace::ColorSpace;
+use zune_jpeg::zune_core::options::DecoderOptions;
 
 /// The channel count samples are brought to before any other stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,8 +34,13 @@ impl Channels {
     }
 }
 
-/// The decode stage: the `image` crate detects the real format from the bytes (so a PNG
-/// named `.JPEG` decodes), and converts grey, CMYK and alpha images to the requested channels.
+/// The decode stage. Baseline and progressive JPEGs with YCbCr, RGB or grey data are
+/// decoded by `zune-jpeg` straight into a reused buffer; everything else (CMYK JPEGs, PNGs,
+/// a PNG named `.JPEG`, colour JPEGs wanted as grey) goes through the `image` crate, which
+/// detects the real format from the bytes and converts grey, CMYK and alpha images to the
+/// requested channels. (`image` decodes JPEGs with the same `zune-jpeg`, so both routes give
+/// the same pixels; the direct one skips a second header parse, a copy of the file and a
+/// zeroed output allocation per image.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Decode {
     /// The channel count to produce.
@@ -41,11 +50,22 @@ pub struct Decode {
 impl Decode {
     /// Decodes `bytes`; the error string says why a file cannot be used.
     pub fn apply(&self, bytes: &[u8]) -> Result<Image, String> {
+        let mut image = Image::empty(self.channels.count());
+        self.apply_into(bytes, &mut image)?;
+        Ok(image)
+    }
+
+    /// Decodes `bytes` into `out`, reusing its buffer (no allocation once it is large
+    /// enough); the error string says why a file cannot be used (`out` is then unspecified).
+    pub fn apply_into(&self, bytes: &[u8], out: &mut Image) -> Result<(), String> {
         if bytes.is_empty() {
             return Err("empty file (0 bytes)".into());
         }
         if is_truncated_jpeg(bytes) {
             return Err("truncated JPEG: no end-of-image marker".into());
+        }
+        if bytes.starts_with(&JPEG_START) && self.decode_jpeg(bytes, out)? {
+            return Ok(());
         }
         let decoded = image::load_from_memory(bytes).map_err(|e| format!("decode failed: {e}"))?;
         let (width, height) = (decoded.width() as usize, decoded.height() as usize);
@@ -56,7 +76,55 @@ impl Decode {
             Channels::Rgb => (3, decoded.into_rgb8().into_raw()),
             Channels::Grey => (1, decoded.into_luma8().into_raw()),
         };
-        Ok(Image { width, height, channels, data })
+        *out = Image { width, height, channels, data };
+        Ok(())
+    }
+
+    /// The direct `zune-jpeg` route: `Ok(false)` leaves the file to the `image` crate (a
+    /// colour space handled there, or headers it should report on).
+    fn decode_jpeg(&self, bytes: &[u8], out: &mut Image) -> Result<bool, String> {
+        // The options `image` uses: lenient about non-conformance, no size limit.
+        let options = DecoderOptions::default().set_strict_mode(false).set_max_width(usize::MAX).set_max_height(usize::MAX);
+        let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+        if decoder.decode_headers().is_err() {
+            return Ok(false);
+        }
+        let (Some(input), Some((width, height))) = (decoder.input_colorspace(), decoder.dimensions()) else {
+            return Ok(false);
+        };
+        let decoded_channels = match (input, self.channels) {
+            (ColorSpace::YCbCr | ColorSpace::RGB, Channels::Rgb) => 3,
+            (ColorSpace::Luma, _) => 1,
+            _ => return Ok(false),
+        };
+        if width == 0 || height == 0 {
+            return Err(format!("image has zero size {width}x{height}"));
+        }
+        let out_space = if decoded_channels == 3 { ColorSpace::RGB } else { ColorSpace::Luma };
+        decoder.set_options(options.jpeg_set_out_colorspace(out_space));
+        let len = width * height * decoded_channels;
+        // Only a growing buffer is written here; the decoder overwrites every byte.
+        out.data.resize(len, 0);
+        decoder.decode_into(&mut out.data[..len]).map_err(|e| format!("decode failed: {e}"))?;
+        (out.width, out.height, out.channels) = (width, height, decoded_channels);
+        if self.channels == Channels::Rgb && decoded_channels == 1 {
+            expand_grey_in_place(&mut out.data, width * height);
+            out.channels = 3;
+        }
+        Ok(true)
+    }
+}
+
+/// The first bytes of every JPEG file: start-of-image and the next marker's `FF`.
+const JPEG_START: [u8; 3] = [0xFF, 0xD8, 0xFF];
+
+/// Turns the first `pixels` grey bytes of `data` into `pixels` RGB triples, in place
+/// (back to front, so no byte is overwritten before it is read).
+fn expand_grey_in_place(data: &mut Vec<u8>, pixels: usize) {
+    data.resize(3 * pixels, 0);
+    for i in (0..pixels).rev() {
+        let v = data[i];
+        data[3 * i..3 * i + 3].fill(v);
     }
 }
 
@@ -65,7 +133,7 @@ impl Decode {
 /// entropy-coded data a literal `FF` is always followed by `00`, so the marker cannot
 /// appear by accident; up to 1 KiB of trailing padding after it is accepted.
 fn is_truncated_jpeg(bytes: &[u8]) -> bool {
-    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+    if !bytes.starts_with(&JPEG_START) {
         return false;
     }
     let tail = &bytes[bytes.len().saturating_sub(1024)..];
