@@ -3,7 +3,7 @@
 use alex_core::{PoolGeom, PoolKind, Shape4};
 use rayon::prelude::*;
 
-use super::{Planes, op_name, window_argmax};
+use super::{LANES, Lanes, Planes, op_name, window_argmax};
 use crate::error::Result;
 use crate::{F32_SCRATCH, U32_SCRATCH, avx2_when_available, with_scratch};
 
@@ -79,26 +79,8 @@ pub fn pool_backward(
     Ok(())
 }
 
-/// Vector width of [`max_plane`]'s lanes: one AVX2 vector of `u32` indices.
-const LANES: usize = 8;
-
 /// No cell of the window equals its `y`.
 const NOT_FOUND: u32 = u32::MAX;
-
-/// The inner windows of a plane (inside the input on both axes) as one flat run of lanes:
-/// lane `oh * row_lanes + j` is window `(inner_rows.start + oh, inner_cols.start + j)`, and a
-/// row's lanes past `inner_cols.len()` are padding. The input is split by row and column
-/// phase modulo the strides into `stride_h * stride_w` phase planes of `phase_rows x
-/// row_lanes`, so that cell `(kh, kw)` of every inner window is one contiguous slice of them:
-/// a whole plane's windows are then handled in long vector loops, however small the plane.
-struct Lanes {
-    row_lanes: usize,
-    phase_rows: usize,
-    /// Lanes of all inner windows, padding included, rounded up to whole vectors.
-    total: usize,
-    /// Floats of the phase planes, plus room for the last vector of a cell's slice.
-    phases_len: usize,
-}
 
 /// Working memory of [`max_inner_windows`].
 struct MaxScratch<'a> {
@@ -116,23 +98,6 @@ struct MaxScratch<'a> {
 }
 
 impl Planes {
-    fn lanes(&self) -> Lanes {
-        let row_lanes = self.phase_len();
-        let phase_rows = self.inner_rows.len() + (self.geom.window_h - 1) / self.geom.stride_h;
-        let phases = self.geom.stride_h * self.geom.stride_w * phase_rows * row_lanes;
-        Lanes {
-            row_lanes,
-            phase_rows,
-            total: (self.inner_rows.len() * row_lanes).next_multiple_of(LANES),
-            phases_len: phases + row_lanes + LANES,
-        }
-    }
-
-    /// The input row where the first inner window starts.
-    fn inner_top(&self) -> usize {
-        self.inner_rows.start * self.geom.stride_h - self.geom.pad_h
-    }
-
     /// The plane index of each lane's window's top-left cell.
     fn lane_indices(&self, lanes: &Lanes, base_at: &mut [u32]) {
         let (width, left, stride_w) = (self.input.w, self.inner_start(), self.geom.stride_w);
@@ -142,31 +107,6 @@ impl Planes {
             for (j, at) in row.iter_mut().enumerate() {
                 *at = (row_at + j * stride_w) as u32;
             }
-        }
-    }
-
-    /// For each window cell `(kh, kw)` in row-major order: where its slice of the phase planes
-    /// starts, and its offset from the window's top-left cell in the plane.
-    fn lane_cells(&self, lanes: &Lanes, cells: &mut [[u32; 2]]) {
-        let g = &self.geom;
-        let phase_plane = lanes.phase_rows * lanes.row_lanes;
-        let window = (0..g.window_h).flat_map(|kh| (0..g.window_w).map(move |kw| (kh, kw)));
-        for ((kh, kw), cell) in window.zip(cells) {
-            let phase = (kh % g.stride_h) * g.stride_w + kw % g.stride_w;
-            let start = phase * phase_plane + kh / g.stride_h * lanes.row_lanes + kw / g.stride_w;
-            *cell = [start as u32, (kh * self.input.w + kw) as u32];
-        }
-    }
-
-    /// Splits the rows of `x` that inner windows cover into the phase planes of [`Lanes`].
-    #[inline(always)]
-    fn split_plane(&self, lanes: &Lanes, x: &[f32], phases: &mut [f32]) {
-        let (stride_h, stride_w, width) = (self.geom.stride_h, self.geom.stride_w, self.input.w);
-        let phase_plane = lanes.phase_rows * lanes.row_lanes;
-        let top = self.inner_top();
-        for (r, row) in x.chunks_exact(width).enumerate().skip(top).take(lanes.phase_rows * stride_h) {
-            let (q, t) = ((r - top) / stride_h, (r - top) % stride_h);
-            self.split_phases(row, &mut phases[t * stride_w * phase_plane + q * lanes.row_lanes..], phase_plane);
         }
     }
 }
@@ -242,14 +182,8 @@ fn max_inner_windows(planes: &Planes, scratch: &mut MaxScratch<'_>, x: &[f32], y
 /// The windows of one plane that padding or a ceil overhang clips, one by one.
 #[inline(always)]
 fn max_edge_windows(planes: &Planes, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    let width = planes.input.w;
-    for (oh, dy_row) in dy.chunks_exact(planes.output.w).enumerate() {
-        let mut edge = |ow: usize| dx[window_argmax(x, width, planes.rows(oh), planes.cols(ow))] += dy_row[ow];
-        if planes.inner_rows.contains(&oh) {
-            planes.edge_cols().for_each(&mut edge);
-        } else {
-            (0..planes.output.w).for_each(&mut edge);
-        }
+    for (oh, ow) in planes.edge_windows() {
+        dx[window_argmax(x, planes.input.w, planes.rows(oh), planes.cols(ow))] += dy[oh * planes.output.w + ow];
     }
 }
 

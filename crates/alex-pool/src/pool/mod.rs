@@ -58,7 +58,11 @@ impl Planes {
         let in_len = checked_numel(op, input)?;
         let output = geom.output_shape(input)?;
         let out_len = checked_numel(op, output)?;
-        if u32::try_from(input.plane_len()).is_err() {
+        let inner_rows = inner_windows(input.h, output.h, geom.stride_h, geom.pad_h, geom.window_h);
+        let inner_cols = inner_windows(input.w, output.w, geom.stride_w, geom.pad_w, geom.window_w);
+        let planes = Self { geom: *geom, input, output, inner_rows, inner_cols };
+        // Plane indices and phase-plane offsets are kept as u32 (half the vector width of usize).
+        if u32::try_from(input.plane_len()).is_err() || u32::try_from(planes.lanes().phases_len).is_err() {
             return Err(PoolError::PlaneTooLarge { op, h: input.h, w: input.w });
         }
         for &(name, len) in input_sized {
@@ -67,9 +71,7 @@ impl Planes {
         for &(name, len) in output_sized {
             check_buffer(op, name, out_len, len)?;
         }
-        let inner_rows = inner_windows(input.h, output.h, geom.stride_h, geom.pad_h, geom.window_h);
-        let inner_cols = inner_windows(input.w, output.w, geom.stride_w, geom.pad_w, geom.window_w);
-        Ok(Self { geom: *geom, input, output, inner_rows, inner_cols })
+        Ok(planes)
     }
 
     /// Channel planes per parallel task: enough to amortise the per-task cost on small planes
@@ -105,6 +107,17 @@ impl Planes {
         (0..self.inner_cols.start).chain(self.inner_cols.end..self.output.w)
     }
 
+    /// The output windows outside the inner ones (clipped by padding or a ceil overhang), as
+    /// `(oh, ow)` in row-major order.
+    fn edge_windows(&self) -> impl Iterator<Item = (usize, usize)> {
+        (0..self.output.h).flat_map(move |oh| {
+            let inner_row = self.inner_rows.contains(&oh);
+            let whole_row = if inner_row { 0..0 } else { 0..self.output.w };
+            let edges = inner_row.then(|| self.edge_cols()).into_iter().flatten();
+            whole_row.chain(edges).map(move |ow| (oh, ow))
+        })
+    }
+
     /// The input column where the first inner window starts.
     fn inner_start(&self) -> usize {
         self.inner_cols.start * self.geom.stride_w - self.geom.pad_w
@@ -133,7 +146,19 @@ impl Planes {
             // AlexNet's stride, as pairs, which compiles to vector shuffles.
             2 => {
                 let (even, odd) = phases.split_at_mut(phase_stride);
-                for ((pair, e), o) in row.chunks_exact(2).zip(&mut even[..len]).zip(&mut odd[..len]) {
+                let (even, odd) = (&mut even[..len], &mut odd[..len]);
+                // Whole vectors first, as fixed-size arrays (which compile to shuffles), then the
+                // rest pair by pair.
+                let pairs = row.as_chunks::<{ 2 * LANES }>().0;
+                let vectors = pairs.len().min(len / LANES);
+                let (even_vectors, odd_vectors) = (even.as_chunks_mut::<LANES>().0, odd.as_chunks_mut::<LANES>().0);
+                for ((pair, e), o) in pairs.iter().zip(even_vectors).zip(odd_vectors).take(vectors) {
+                    for l in 0..LANES {
+                        (e[l], o[l]) = (pair[2 * l], pair[2 * l + 1]);
+                    }
+                }
+                let done = vectors * LANES;
+                for ((pair, e), o) in row[2 * done..].chunks_exact(2).zip(&mut even[done..]).zip(&mut odd[done..]) {
                     (*e, *o) = (pair[0], pair[1]);
                 }
                 if row.len() % 2 == 1 && row.len() / 2 < len {
@@ -188,6 +213,76 @@ impl Planes {
             let start = (kw % stride) * len + kw / stride;
             start..start + windows
         })
+    }
+}
+
+/// Vector width of the [`Lanes`] loops: one AVX2 vector of `f32` or `u32`.
+const LANES: usize = 8;
+
+/// The inner windows of a plane (inside the input on both axes) as one flat run of lanes:
+/// lane `oh * row_lanes + j` is window `(inner_rows.start + oh, inner_cols.start + j)`, and a
+/// row's lanes past `inner_cols.len()` are padding. The input is split by row and column
+/// phase modulo the strides into `stride_h * stride_w` phase planes of `phase_rows x
+/// row_lanes`, so that cell `(kh, kw)` of every inner window is one contiguous slice of them:
+/// a whole plane's windows are then handled in long vector loops, however small the plane.
+struct Lanes {
+    /// Lanes per inner output row.
+    row_lanes: usize,
+    /// Rows of each phase plane.
+    phase_rows: usize,
+    /// Lanes of all inner windows, padding included, rounded up to whole vectors.
+    total: usize,
+    /// Floats of the phase planes, plus room for the last vector of a cell's slice.
+    phases_len: usize,
+}
+
+impl Planes {
+    /// The lane layout of this geometry.
+    fn lanes(&self) -> Lanes {
+        let row_lanes = self.phase_len();
+        let phase_rows = self.inner_rows.len() + (self.geom.window_h - 1) / self.geom.stride_h;
+        let phases = self.geom.stride_h * self.geom.stride_w * phase_rows * row_lanes;
+        Lanes {
+            row_lanes,
+            phase_rows,
+            total: (self.inner_rows.len() * row_lanes).next_multiple_of(LANES),
+            phases_len: phases + row_lanes + LANES,
+        }
+    }
+
+    /// The input row where the first inner window starts.
+    fn inner_top(&self) -> usize {
+        self.inner_rows.start * self.geom.stride_h - self.geom.pad_h
+    }
+
+    /// For each window cell `(kh, kw)` in row-major order: where its slice of the phase planes
+    /// starts, and its offset from the window's top-left cell in the plane.
+    fn lane_cells(&self, lanes: &Lanes, cells: &mut [[u32; 2]]) {
+        let g = &self.geom;
+        let phase_plane = lanes.phase_rows * lanes.row_lanes;
+        let window = (0..g.window_h).flat_map(|kh| (0..g.window_w).map(move |kw| (kh, kw)));
+        for ((kh, kw), cell) in window.zip(cells) {
+            let phase = (kh % g.stride_h) * g.stride_w + kw % g.stride_w;
+            let start = phase * phase_plane + kh / g.stride_h * lanes.row_lanes + kw / g.stride_w;
+            *cell = [start as u32, (kh * self.input.w + kw) as u32];
+        }
+    }
+
+    /// Splits the rows of `x` that inner windows cover into the phase planes of [`Lanes`].
+    #[inline(always)]
+    fn split_plane(&self, lanes: &Lanes, x: &[f32], phases: &mut [f32]) {
+        let (stride_h, stride_w, width) = (self.geom.stride_h, self.geom.stride_w, self.input.w);
+        let phase_plane = lanes.phase_rows * lanes.row_lanes;
+        let top = self.inner_top();
+        // Row `top + q * stride_h + t` goes to row `q` of the phase planes of row phase `t`.
+        for q in 0..lanes.phase_rows {
+            for t in 0..stride_h {
+                let Some(row) = x.get((top + q * stride_h + t) * width..).and_then(|rest| rest.get(..width)) else {
+                    return;
+                };
+                self.split_phases(row, &mut phases[t * stride_w * phase_plane + q * lanes.row_lanes..], phase_plane);
+            }
+        }
     }
 }
 
