@@ -4,8 +4,8 @@
 use crate::fused::{Affine, write_view};
 use crate::source::RawSample;
 use crate::{
-    CentreCrop, Channels, Decode, Error, Flip, Image, Normalize, PcaNoise, RandomCrop, Region, ResizeCentreCrop,
-    Result, TenCrop, Window,
+    CentreCrop, Channels, Decode, Error, Flip, Image, Normalize, PcaNoise, RandomCrop, Region, ResizeBuffers,
+    ResizeCentreCrop, Result, TenCrop, Window,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -61,7 +61,7 @@ impl Plan {
 /// Reusable per-worker buffers: the resizer's, the decoded image and the resized region
 /// (no per-image allocation once they have grown).
 pub struct Scratch {
-    resizer: fast_image_resize::Resizer,
+    resize: ResizeBuffers,
     decoded: Image,
     resized: Image,
 }
@@ -75,7 +75,7 @@ impl std::fmt::Debug for Scratch {
 impl Scratch {
     /// Fresh buffers.
     pub fn new() -> Self {
-        Scratch { resizer: Default::default(), decoded: Image::empty(3), resized: Image::empty(3) }
+        Scratch { resize: ResizeBuffers::default(), decoded: Image::empty(3), resized: Image::empty(3) }
     }
 }
 
@@ -231,7 +231,7 @@ impl Transform {
     pub fn prepare(&self, raw: RawSample, scratch: &mut Scratch) -> Result<Image, String> {
         self.decode_into(raw, &mut scratch.decoded)?;
         match self.resize {
-            Some(r) => r.apply(&scratch.decoded, &mut scratch.resizer),
+            Some(r) => r.apply(&scratch.decoded, &mut scratch.resize),
             None => Ok(std::mem::replace(&mut scratch.decoded, Image::empty(3))),
         }
     }
@@ -271,7 +271,7 @@ impl Transform {
         } else {
             plan.covered(resize.size)
         };
-        resize.apply_region(&scratch.decoded, region, &mut scratch.resizer, &mut scratch.resized)?;
+        resize.apply_region(&scratch.decoded, region, &mut scratch.resize, &mut scratch.resized)?;
         for window in &mut plan.windows {
             window.left -= region.left as isize;
             window.top -= region.top as isize;

@@ -205,7 +205,7 @@ fn colour_statistics_match_a_direct_computation_and_are_cached() {
     assert!(report.path.starts_with(dir.path()) && !report.path.starts_with(dir.path().join("fallback")));
     // Direct: decode and resize every image, accumulate in f64.
     let mut pixels = Vec::new();
-    let mut scratch = fast_image_resize::Resizer::new();
+    let mut scratch = ResizeBuffers::default();
     for i in 0..source.len() {
         let RawSample::Encoded(bytes) = source.read(i).unwrap() else { unreachable!() };
         let img = resize_24.apply(&decode.apply(&bytes).unwrap(), &mut scratch).unwrap();

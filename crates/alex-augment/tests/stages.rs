@@ -223,6 +223,52 @@ fn fused_equals_reference_on_resized_jpegs() {
     assert_eq!((plan.windows[0].left, plan.windows[0].top), (14, 14));
 }
 
+/// `fast_image_resize`'s bilinear convolution of the central square onto `size` x `size`.
+fn library_resize(img: &Image, size: usize) -> Vec<u8> {
+    use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images};
+    let pixel_type = if img.channels == 3 { PixelType::U8x3 } else { PixelType::U8 };
+    let src = images::ImageRef::new(img.width as u32, img.height as u32, &img.data, pixel_type).unwrap();
+    let mut dst = images::Image::new(size as u32, size as u32, pixel_type);
+    let side = img.width.min(img.height) as f64;
+    let (left, top) = ((img.width as f64 - side) / 2.0, (img.height as f64 - side) / 2.0);
+    let options =
+        ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(left, top, side, side);
+    Resizer::new().resize(&src, &mut dst, &options).unwrap();
+    dst.into_vec()
+}
+
+#[test]
+fn resize_equals_fast_image_resize_and_regions_equal_its_crops() {
+    let mut buffers = ResizeBuffers::default();
+    let mut rng = sample_rng(5, 0, 0);
+    // Up- and downscaling, odd sizes and half-pixel centre offsets, RGB and grey.
+    let cases = [(224, 224, 3, 256), (300, 200, 3, 256), (181, 260, 3, 256), (500, 375, 3, 256), (120, 80, 3, 100)];
+    for (i, (w, h, c, size)) in cases.into_iter().chain([(97, 130, 1, 64), (40, 41, 1, 57)]).enumerate() {
+        let img = image(w, h, c, i);
+        let resize = ResizeCentreCrop { size };
+        let whole = resize.apply(&img, &mut buffers).unwrap();
+        assert_eq!((whole.width, whole.height, whole.channels), (size, size, c));
+        assert!(whole.data == library_resize(&img, size), "{w}x{h}x{c} -> {size}: differs from fast_image_resize");
+        for _ in 0..6 {
+            let (width, height) = (rng.random_range(1..=size), rng.random_range(1..=size));
+            let (left, top) = (rng.random_range(0..=size - width), rng.random_range(0..=size - height));
+            let region = Region { left, top, width, height };
+            let mut part = Image::new(0, 0, c, Vec::new()).unwrap();
+            resize.apply_region(&img, region, &mut buffers, &mut part).unwrap();
+            let window = Window { left: left as isize, top: top as isize, width, height, flip: false };
+            assert!(part == window.crop(&whole), "{w}x{h}x{c} -> {size}: region {region:?} differs");
+        }
+    }
+    let outside = Region { left: 200, top: 0, width: 57, height: 10 };
+    let err = ResizeCentreCrop { size: 256 }.apply_region(
+        &image(30, 30, 3, 0),
+        outside,
+        &mut buffers,
+        &mut image(1, 1, 3, 0),
+    );
+    assert!(err.unwrap_err().contains("outside"));
+}
+
 #[test]
 fn resize_centre_crop_is_linear_on_a_ramp() {
     // Pixel value 2x: bilinear resampling reproduces a linear ramp exactly away from the edges.

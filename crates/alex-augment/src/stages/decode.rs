@@ -84,7 +84,8 @@ impl Decode {
     /// colour space handled there, or headers it should report on).
     fn decode_jpeg(&self, bytes: &[u8], out: &mut Image) -> Result<bool, String> {
         // The options `image` uses: lenient about non-conformance, no size limit.
-        let options = DecoderOptions::default().set_strict_mode(false).set_max_width(usize::MAX).set_max_height(usize::MAX);
+        let options =
+            DecoderOptions::default().set_strict_mode(false).set_max_width(usize::MAX).set_max_height(usize::MAX);
         let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
         if decoder.decode_headers().is_err() {
             return Ok(false);

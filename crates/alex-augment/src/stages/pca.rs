@@ -246,14 +246,14 @@ impl ColourStats {
                 .map(|chunk| {
                     scope.spawn(move || {
                         let mut acc = Accumulator::new(c);
-                        let mut resizer = fast_image_resize::Resizer::new();
+                        let mut resize_buffers = crate::ResizeBuffers::default();
                         for &index in chunk {
                             let image = source.read(index).and_then(|raw| match raw {
                                 RawSample::Encoded(bytes) => decode.apply(&bytes),
                                 RawSample::Pixels(image) => Ok(decode.channels.convert(image)),
                             });
                             let image = match (image, resize) {
-                                (Ok(image), Some(r)) => r.apply(&image, &mut resizer),
+                                (Ok(image), Some(r)) => r.apply(&image, &mut resize_buffers),
                                 (image, _) => image,
                             };
                             match image {

@@ -1,14 +1,24 @@
 //! The paper's preprocessing: rescale so the shorter side is `size`, keep the central
-//! `size` x `size` square; or only a rectangle of that square (the crop window).
+//! `size` x `size` square; or compute only a rectangle of that square (the crop window).
+//!
+//! The resampling is separable bilinear convolution on 8-bit pixels with exactly the
+//! arithmetic of `fast_image_resize`'s `ResizeAlg::Convolution(FilterType::Bilinear)`
+//! (the same weights, widened for downscaling; the same fixed-point precision and
+//! rounding; the vertical pass first, rounded to bytes, then the horizontal pass), so the
+//! output is bit-identical to that library's (tested against it). Doing it here lets a
+//! rectangle be computed with the weights of the whole image: `fast_image_resize` picks its
+//! fixed-point precision from the largest weight of whatever it computes, so its own
+//! cropped output can round differently from its whole output. The horizontal pass is an
+//! AVX2 gather kernel (picked at run time): `fast_image_resize`'s RGB horizontal pass
+//! stores pixels byte by byte and took ~60% of its time on 224 -> 256.
 
 use crate::Image;
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-/// Resize-shorter-side-then-centre-crop, done in one step: `fast_image_resize` (bilinear,
-/// SIMD) maps the source's central square straight onto a `size` x `size` output, so no
-/// pixel outside the kept square is ever computed. This is the continuous form of "resize
-/// so the shorter side is `size`, then crop the centre": it does not round an intermediate
-/// size, so the kept region is exactly the central square of the source.
+/// Resize-shorter-side-then-centre-crop, done in one step: the source's central square is
+/// mapped straight onto a `size` x `size` output, so no pixel outside the kept square is
+/// ever computed. This is the continuous form of "resize so the shorter side is `size`,
+/// then crop the centre": it does not round an intermediate size, so the kept region is
+/// exactly the central square of the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResizeCentreCrop {
     /// Output side length (the paper: 256).
@@ -28,6 +38,17 @@ pub struct Region {
     pub height: usize,
 }
 
+/// Reusable buffers of the resize (one per worker): the vertically resampled rows, their
+/// accumulators and the last image size's filters.
+#[derive(Debug, Clone, Default)]
+pub struct ResizeBuffers {
+    rows: Vec<u8>,
+    sums: Vec<i32>,
+    // The last axes' filters: all images of one size share them.
+    col_axis: Option<Axis>,
+    row_axis: Option<Axis>,
+}
+
 impl Default for ResizeCentreCrop {
     fn default() -> Self {
         ResizeCentreCrop { size: 256 }
@@ -35,29 +56,23 @@ impl Default for ResizeCentreCrop {
 }
 
 impl ResizeCentreCrop {
-    /// Resizes `image`; `resizer` holds reusable buffers (one per worker).
-    pub fn apply(&self, image: &Image, resizer: &mut Resizer) -> Result<Image, String> {
+    /// Resizes `image` (the whole `size` x `size` square).
+    pub fn apply(&self, image: &Image, buffers: &mut ResizeBuffers) -> Result<Image, String> {
         let mut out = Image::empty(image.channels);
         let whole = Region { left: 0, top: 0, width: self.size, height: self.size };
-        self.apply_region(image, whole, resizer, &mut out)?;
+        self.apply_region(image, whole, buffers, &mut out)?;
         Ok(out)
     }
 
-    /// Computes only `region` of the resized image into `out` (reusing its buffer): each
-    /// output pixel samples the source at the position it has in the whole `size` x `size`
-    /// result, and filter taps past the region's edge read the real neighbouring pixels.
-    ///
-    /// Equal to resizing the whole square and cropping `region`, with one caveat of
-    /// `fast_image_resize`'s fixed-point weights: their precision (14 or 15 bits) is picked
-    /// from the largest weight in the set, so when the region's set lacks the image
-    /// border's weights, an output can round one step differently (+-1). With `size` a power
-    /// of two the sample positions are exact binary fractions, and when the weights are too
-    /// (as for 224 -> 256, all multiples of 1/16), the region is bit-identical (tested).
+    /// Computes only `region` of the resized image into `out` (reusing its buffer). Every
+    /// output pixel gets the weights and rounding it has in the whole image (filter taps
+    /// past the region's edge read the real neighbouring pixels), so the result equals
+    /// the whole resized image cropped to `region`, bit for bit.
     pub fn apply_region(
         &self,
         image: &Image,
         region: Region,
-        resizer: &mut Resizer,
+        buffers: &mut ResizeBuffers,
         out: &mut Image,
     ) -> Result<(), String> {
         if region.left + region.width > self.size || region.top + region.height > self.size {
@@ -71,35 +86,370 @@ impl ResizeCentreCrop {
             ));
         }
         let side = image.width.min(image.height);
-        let len = region.width * region.height * image.channels;
-        // Only a growing buffer is written here; the resizer overwrites every byte.
-        out.data.resize(len, 0);
-        (out.width, out.height, out.channels) = (region.width, region.height, image.channels);
-        if len == 0 {
+        if side == 0 {
+            return Err(format!("cannot resize a {}x{} image", image.width, image.height));
+        }
+        let c = image.channels;
+        // Only a growing buffer is written here; the passes overwrite every byte.
+        out.data.resize(region.width * region.height * c, 0);
+        (out.width, out.height, out.channels) = (region.width, region.height, c);
+        if region.width == 0 || region.height == 0 {
             return Ok(());
         }
-        let pixel_type = if image.channels == 3 { PixelType::U8x3 } else { PixelType::U8 };
-        let src =
-            fast_image_resize::images::ImageRef::new(image.width as u32, image.height as u32, &image.data, pixel_type)
-                .map_err(|e| format!("resize source: {e}"))?;
-        let mut dst = fast_image_resize::images::Image::from_slice_u8(
-            region.width as u32,
-            region.height as u32,
-            &mut out.data[..len],
-            pixel_type,
-        )
-        .map_err(|e| format!("resize destination: {e}"))?;
-        // Source coordinates: the central square's corner plus the region's corner scaled
-        // by side / size. Integer products divided once keep them exact where possible.
-        let scale = |at: usize| (at * side) as f64 / self.size as f64;
-        let left = (image.width - side) as f64 / 2.0 + scale(region.left);
-        let top = (image.height - side) as f64 / 2.0 + scale(region.top);
-        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(
-            left,
-            top,
-            scale(region.width),
-            scale(region.height),
-        );
-        resizer.resize(&src, &mut dst, &options).map_err(|e| format!("resize failed: {e}"))
+        let left = (image.width - side) as f64 / 2.0;
+        let top = (image.height - side) as f64 / 2.0;
+        let col_axis = Axis::cached(&mut buffers.col_axis, image.width, left, side as f64, self.size);
+        let cols = Weights::new(col_axis, image.width, region.left, region.width);
+        let row_axis = Axis::cached(&mut buffers.row_axis, image.height, top, side as f64, self.size);
+        let rows = Weights::new(row_axis, image.height, region.top, region.height);
+        // Source columns the horizontal pass reads.
+        let first = cols.index[0];
+        let end = (0..region.width).map(|x| cols.index[x] + cols.sizes[x]).max().unwrap_or(first).max(first + 1);
+        let row_len = (end - first) * c;
+        // Spare bytes: the kernels read 4 (gather) or 16 (pairs) bytes from a tap's offset.
+        buffers.rows.resize(region.height * row_len + 16, 0);
+        buffers.sums.resize(row_len, 0);
+        for y in 0..region.height {
+            let dst = &mut buffers.rows[y * row_len..][..row_len];
+            vertical_row(image, &rows, y, first * c, dst, &mut buffers.sums);
+        }
+        horizontal(&buffers.rows, row_len, c, &cols, first, end, out);
+        Ok(())
     }
+}
+
+/// The fixed-point filter of every output of one axis: a resize of the source span
+/// `[in0, in0 + in_len)` (of `in_size` pixels) onto `out_size` pixels. Output `j` reads
+/// `spans[j].1` taps from source pixel `spans[j].0` with weights `fixed[j * window..]`.
+/// The precision is chosen from the largest weight of the whole axis.
+#[derive(Debug, Clone, PartialEq)]
+struct Axis {
+    key: (usize, u64, u64, usize),
+    window: usize,
+    spans: Vec<(usize, usize)>,
+    fixed: Vec<i32>,
+    precision: u32,
+}
+
+impl Axis {
+    /// `fast_image_resize`'s `precompute_coefficients` (bilinear, adaptive kernel size)
+    /// and `Normalizer16`, step for step.
+    fn new(in_size: usize, in0: f64, in_len: f64, out_size: usize) -> Axis {
+        let scale = in_len / out_size as f64;
+        let filter_scale = scale.max(1.0);
+        let radius = filter_scale; // the bilinear filter's support is 1
+        let window = radius.ceil() as usize * 2 + 1;
+        let recip = 1.0 / filter_scale;
+        let mut values: Vec<f64> = Vec::with_capacity(window * out_size);
+        let mut spans = Vec::with_capacity(out_size);
+        for out_x in 0..out_size {
+            let in_center = in0 + (out_x as f64 + 0.5) * scale;
+            let x_min = (in_center - radius).floor().max(0.0) as usize;
+            let x_max = (in_center + radius).ceil().min(in_size as f64) as usize;
+            let center = in_center - 0.5;
+            let cur = values.len();
+            let (mut start, mut end) = (x_min, x_max);
+            let mut total = 0.0;
+            for x in x_min..x_max {
+                let w = (1.0 - ((x as f64 - center) * recip).abs()).max(0.0);
+                if x == start && w == 0.0 {
+                    start += 1;
+                } else {
+                    values.push(w);
+                    total += w;
+                }
+            }
+            // Trailing zero weights shorten the tap span (over the whole list, as there).
+            for &v in values.iter().rev() {
+                if end <= start || v != 0.0 {
+                    break;
+                }
+                end -= 1;
+            }
+            if total != 0.0 {
+                values[cur..].iter_mut().for_each(|w| *w /= total);
+            }
+            values.resize(cur + window, 0.0);
+            spans.push((start, end.saturating_sub(start)));
+        }
+        let max_weight = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        // The largest precision below 22 bits whose doubled max weight still fits 15 bits.
+        let mut precision = 0;
+        for p in 0..22 {
+            precision = p;
+            if (max_weight * f64::from(1u32 << (p + 1))).round() as i32 >= 1 << 15 {
+                break;
+            }
+        }
+        let unit = f64::from(1u32 << precision);
+        let fixed = values.iter().map(|&v| i32::from((v * unit).round() as i16)).collect();
+        Axis { key: Self::key(in_size, in0, in_len, out_size), window, spans, fixed, precision }
+    }
+
+    fn key(in_size: usize, in0: f64, in_len: f64, out_size: usize) -> (usize, u64, u64, usize) {
+        (in_size, in0.to_bits(), in_len.to_bits(), out_size)
+    }
+
+    /// The cached axis if it has these parameters, else a new one put in the cache.
+    fn cached(cache: &mut Option<Axis>, in_size: usize, in0: f64, in_len: f64, out_size: usize) -> &Axis {
+        let key = Self::key(in_size, in0, in_len, out_size);
+        if cache.as_ref().is_none_or(|axis| axis.key != key) {
+            *cache = Some(Axis::new(in_size, in0, in_len, out_size));
+        }
+        cache.as_ref().expect("just filled")
+    }
+}
+
+/// The filter of `count` consecutive outputs of an [`Axis`] from output `first` on, tap
+/// major: tap `k` of output `j` is source pixel `index[k * count + j]` with weight
+/// `weights[k * count + j]`; taps past `sizes[j]` have weight 0 and an index clamped into
+/// the image.
+struct Weights {
+    count: usize,
+    taps: usize,
+    index: Vec<usize>,
+    sizes: Vec<usize>,
+    weights: Vec<i32>,
+    precision: u32,
+}
+
+impl Weights {
+    fn new(axis: &Axis, in_size: usize, first: usize, count: usize) -> Weights {
+        let spans = &axis.spans[first..first + count];
+        let taps = spans.iter().map(|s| s.1).max().unwrap_or(0).max(1);
+        let mut w = Weights {
+            count,
+            taps,
+            index: vec![0; taps * count],
+            sizes: spans.iter().map(|s| s.1).collect(),
+            weights: vec![0; taps * count],
+            precision: axis.precision,
+        };
+        for (j, &(start, size)) in spans.iter().enumerate() {
+            for k in 0..taps {
+                w.index[k * count + j] = (start + k).min(in_size - 1);
+                if k < size {
+                    w.weights[k * count + j] = axis.fixed[(first + j) * axis.window + k];
+                }
+            }
+        }
+        w
+    }
+
+    fn round(&self, sum: i32) -> u8 {
+        (sum >> self.precision).clamp(0, 255) as u8
+    }
+}
+
+/// The vertical pass: output row `y`, source columns from byte `from` on, `dst.len()`
+/// bytes; vectorised for AVX2 when the CPU has it.
+fn vertical_row(image: &Image, rows: &Weights, y: usize, from: usize, dst: &mut [u8], sums: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { vertical_row_avx2(image, rows, y, from, dst, sums) };
+        return;
+    }
+    vertical_row_generic(image, rows, y, from, dst, sums);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn vertical_row_avx2(image: &Image, rows: &Weights, y: usize, from: usize, dst: &mut [u8], sums: &mut [i32]) {
+    vertical_row_generic(image, rows, y, from, dst, sums);
+}
+
+#[inline(always)]
+fn vertical_row_generic(image: &Image, rows: &Weights, y: usize, from: usize, dst: &mut [u8], sums: &mut [i32]) {
+    let stride = image.width * image.channels;
+    let sums = &mut sums[..dst.len()];
+    sums.fill(1 << (rows.precision - 1));
+    for k in 0..rows.sizes[y] {
+        let at = k * rows.count + y;
+        let weight = rows.weights[at];
+        let src = &image.data[rows.index[at] * stride + from..][..dst.len()];
+        sums.iter_mut().zip(src).for_each(|(s, &v)| *s += weight * i32::from(v));
+    }
+    let precision = rows.precision;
+    dst.iter_mut().zip(sums.iter()).for_each(|(d, &s)| *d = (s >> precision).clamp(0, 255) as u8);
+}
+
+/// The horizontal pass from `rows` (`row_len` bytes per row, source columns
+/// `first..end`) into `out`.
+fn horizontal(rows: &[u8], row_len: usize, c: usize, cols: &Weights, first: usize, end: usize, out: &mut Image) {
+    // Byte offsets of every tap in a row, clamped to the columns held.
+    let offsets: Vec<i32> = cols.index.iter().map(|&i| ((i.min(end - 1) - first) * c) as i32).collect();
+    #[cfg(target_arch = "x86_64")]
+    if c == 3 && std::arch::is_x86_feature_detected!("avx2") {
+        let blocks = PairBlocks::new(cols, &offsets);
+        for (y, dst) in out.data.chunks_exact_mut(out.width * 3).enumerate() {
+            let row = &rows[y * row_len..];
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe {
+                match &blocks {
+                    Some(blocks) => horizontal_rgb_pairs_avx2(row, blocks, cols, &offsets, dst),
+                    None => horizontal_rgb_gather_avx2(row, cols, &offsets, dst),
+                }
+            }
+        }
+        return;
+    }
+    for (y, dst) in out.data.chunks_exact_mut(out.width * c).enumerate() {
+        horizontal_scalar_tail(&rows[y * row_len..][..row_len], cols, &offsets, c, 0, dst);
+    }
+}
+
+/// The RGB horizontal pass for outputs with at most two taps that lie close together (any
+/// upscale): per 8-output block, the byte offsets where its two 4-output halves start
+/// reading (16 bytes each), per channel a byte-shuffle mask that picks every output's two
+/// tap bytes as a 16-bit pair, and the pairs' weights. `None` when some output does not
+/// fit that pattern.
+#[cfg(target_arch = "x86_64")]
+struct PairBlocks {
+    bases: Vec<[usize; 2]>,
+    masks: Vec<[[i8; 32]; 3]>,
+    weights: Vec<[i16; 16]>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PairBlocks {
+    fn new(cols: &Weights, offsets: &[i32]) -> Option<PairBlocks> {
+        let n = cols.count;
+        if cols.taps > 2 {
+            return None;
+        }
+        let mut blocks = PairBlocks { bases: Vec::new(), masks: Vec::new(), weights: Vec::new() };
+        for x0 in (0..n - n % 8).step_by(8) {
+            let mut bases = [0; 2];
+            let mut masks = [[-128i8; 32]; 3];
+            let mut weights = [0i16; 16];
+            for half in 0..2 {
+                let base = offsets[x0 + 4 * half];
+                bases[half] = base as usize;
+                for i in 0..4 {
+                    let x = x0 + 4 * half + i;
+                    for tap in 0..2 {
+                        // A missing second tap reads the first one's bytes with weight 0.
+                        let (offset, weight) = if tap < cols.taps {
+                            (offsets[tap * n + x], cols.weights[tap * n + x])
+                        } else {
+                            (offsets[x], 0)
+                        };
+                        let rel = offset - base;
+                        if !(0..=13).contains(&rel) {
+                            return None;
+                        }
+                        for (c, mask) in masks.iter_mut().enumerate() {
+                            mask[16 * half + 4 * i + 2 * tap] = (rel + c as i32) as i8;
+                        }
+                        weights[8 * half + 2 * i + tap] = i16::try_from(weight).ok()?;
+                    }
+                }
+            }
+            blocks.bases.push(bases);
+            blocks.masks.push(masks);
+            blocks.weights.push(weights);
+        }
+        Some(blocks)
+    }
+}
+
+/// The RGB horizontal pass with [`PairBlocks`], 8 outputs per step: two 16-byte loads,
+/// then per channel one byte shuffle into (tap 0, tap 1) 16-bit pairs and one
+/// multiply-add with the weights; the same integer sums as the scalar code. `row` must
+/// hold 16 readable bytes from every base.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn horizontal_rgb_pairs_avx2(row: &[u8], blocks: &PairBlocks, cols: &Weights, offsets: &[i32], dst: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let n = cols.count;
+    assert!(dst.len() == 3 * n && blocks.bases.len() == n / 8, "pair kernel lengths");
+    let half = _mm256_set1_epi32(1 << (cols.precision - 1));
+    for (b, ((bases, masks), weights)) in blocks.bases.iter().zip(&blocks.masks).zip(&blocks.weights).enumerate() {
+        let (lo, hi) = (&row[bases[0]..][..16], &row[bases[1]..][..16]);
+        // SAFETY: `lo`, `hi`, the masks and the weights are 16 or 32 readable bytes.
+        let (v, weights, masks) = unsafe {
+            let v = _mm256_set_m128i(_mm_loadu_si128(hi.as_ptr().cast()), _mm_loadu_si128(lo.as_ptr().cast()));
+            let weights = _mm256_loadu_si256(weights.as_ptr().cast());
+            (v, weights, masks.map(|m| _mm256_loadu_si256(m.as_ptr().cast())))
+        };
+        let sums = masks.map(|m| _mm256_add_epi32(half, _mm256_madd_epi16(_mm256_shuffle_epi8(v, m), weights)));
+        store_rgb8(sums, cols.precision, &mut dst[24 * b..24 * b + 24]);
+    }
+    horizontal_scalar_tail(row, cols, offsets, 3, 8 * blocks.bases.len(), dst);
+}
+
+/// Rounds three channels' sums for 8 pixels and stores them as 24 interleaved bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store_rgb8(sums: [std::arch::x86_64::__m256i; 3], precision: u32, dst: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let shift = _mm_cvtsi32_si128(precision as i32);
+    let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(255));
+    let [r, g, b] = sums.map(|s| _mm256_min_epi32(_mm256_max_epi32(_mm256_sra_epi32(s, shift), zero), top));
+    let px = _mm256_or_si256(r, _mm256_or_si256(_mm256_slli_epi32::<8>(g), _mm256_slli_epi32::<16>(b)));
+    // Drops the fourth byte of each 32-bit pixel: 4 RGB pixels -> 12 bytes per 128-bit lane.
+    #[rustfmt::skip]
+    let pack = _mm256_setr_epi8(
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+    );
+    let mut bytes = [0u8; 32];
+    // SAFETY: `bytes` is 32 writable bytes.
+    unsafe { _mm256_storeu_si256(bytes.as_mut_ptr().cast(), _mm256_shuffle_epi8(px, pack)) };
+    dst[..12].copy_from_slice(&bytes[..12]);
+    dst[12..24].copy_from_slice(&bytes[16..28]);
+}
+
+/// Outputs `from..` of one row, one at a time.
+fn horizontal_scalar_tail(row: &[u8], cols: &Weights, offsets: &[i32], c: usize, from: usize, dst: &mut [u8]) {
+    for x in from..cols.count {
+        for ch in 0..c {
+            let mut sum = 1 << (cols.precision - 1);
+            for k in 0..cols.taps {
+                let at = k * cols.count + x;
+                sum += cols.weights[at] * i32::from(row[offsets[at] as usize + ch]);
+            }
+            dst[x * c + ch] = cols.round(sum);
+        }
+    }
+}
+
+/// The RGB horizontal pass for any taps (downscales), 8 outputs per step: per tap one
+/// gather of 4-byte words at the taps' pixel offsets yields all three channels (bytes
+/// 0-2), multiplied by the weights in 32-bit lanes (the same integer sums as the scalar
+/// code). `row` must hold 4 readable bytes from the largest offset on.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn horizontal_rgb_gather_avx2(row: &[u8], cols: &Weights, offsets: &[i32], dst: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let n = cols.count;
+    assert!(dst.len() == 3 * n && offsets.len() == cols.taps * n && cols.weights.len() == cols.taps * n);
+    let max_offset = offsets.iter().copied().max().unwrap_or(0) as usize;
+    assert!(row.len() >= max_offset + 4, "gather reads 4 bytes at each offset");
+    let half = _mm256_set1_epi32(1 << (cols.precision - 1));
+    let byte = _mm256_set1_epi32(0xFF);
+    let mut x = 0;
+    while x + 8 <= n {
+        let mut sums = [half; 3];
+        for k in 0..cols.taps {
+            let at = k * n + x;
+            // SAFETY: `at + 8 <= taps * n` (asserted lengths); every gathered word lies in
+            // `row` (asserted above).
+            let (words, weights) = unsafe {
+                let idx = _mm256_loadu_si256(offsets[at..at + 8].as_ptr().cast());
+                let words = _mm256_i32gather_epi32::<1>(row.as_ptr().cast(), idx);
+                (words, _mm256_loadu_si256(cols.weights[at..at + 8].as_ptr().cast()))
+            };
+            sums[0] = _mm256_add_epi32(sums[0], _mm256_mullo_epi32(_mm256_and_si256(words, byte), weights));
+            let g = _mm256_and_si256(_mm256_srli_epi32::<8>(words), byte);
+            sums[1] = _mm256_add_epi32(sums[1], _mm256_mullo_epi32(g, weights));
+            let b = _mm256_and_si256(_mm256_srli_epi32::<16>(words), byte);
+            sums[2] = _mm256_add_epi32(sums[2], _mm256_mullo_epi32(b, weights));
+        }
+        store_rgb8(sums, cols.precision, &mut dst[3 * x..3 * x + 24]);
+        x += 8;
+    }
+    horizontal_scalar_tail(row, cols, offsets, 3, x, dst);
 }
