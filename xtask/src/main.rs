@@ -122,12 +122,17 @@ struct TrainArgs {
         num_args = 0..=1,
         default_missing_value = "latest",
         value_name = "RUN_DIR",
-        conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "seed", "config", "name"]
+        conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "seed", "config", "name", "max_steps", "checkpoint_minutes"]
     )]
     resume: Option<PathBuf>,
-    /// Stop after this many steps (smoke runs).
+    /// Stop after this many steps (smoke runs), with a checkpoint there that `--resume`
+    /// continues from.
     #[arg(long)]
     max_steps: Option<u64>,
+    /// Also checkpoint inside epochs every this many minutes (default 30; 0: at epoch ends
+    /// only), so that a crash loses at most this much training.
+    #[arg(long, value_name = "MINUTES")]
+    checkpoint_minutes: Option<f64>,
     /// Use at most this many training images.
     #[arg(long)]
     max_train_images: Option<usize>,
@@ -305,6 +310,9 @@ fn resolve_config(args: &TrainArgs) -> AnyResult<RunConfig> {
     config.threads = args.backend.threads.unwrap_or(config.threads);
     if let Some(dir) = &args.runs_dir {
         config.output.runs_dir = dir.clone();
+    }
+    if let Some(minutes) = args.checkpoint_minutes {
+        config.output.checkpoint_minutes = minutes;
     }
     match &args.name {
         Some(name) => config.name = name.clone(),

@@ -15,6 +15,10 @@
 //! - `epoch-0003.state.json`: epoch, global step, schedule state and the data position;
 //!   written last, so a checkpoint without it is incomplete and ignored.
 //!
+//! Checkpoints inside an epoch (every `checkpoint_minutes`, and where `--max-steps` stops a
+//! run) are named `epoch-0003_batch-00000120`: three epochs done, the fourth continues at
+//! batch 120. Names sort in training order.
+//!
 //! Writes go to a temporary file in the same folder, are fsynced and renamed into place,
 //! so a crash never leaves a half-written checkpoint under the real name.
 
@@ -28,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
+use crate::metrics::TopK;
 use crate::schedule::LrScheduler;
 
 /// Named host tensors in a fixed order: the unit of import and export.
@@ -131,6 +136,18 @@ pub struct DataPosition {
     pub batch: usize,
 }
 
+/// The training metrics of an epoch so far, saved with a checkpoint inside the epoch so that
+/// the resumed epoch reports the same figures as an uninterrupted one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Sum of the per-image losses.
+    pub loss_sum: f64,
+    /// Top-1/top-5 counts.
+    pub topk: TopK,
+    /// Seconds spent training in the epoch.
+    pub seconds: f64,
+}
+
 /// Everything besides weights and momentum that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingState {
@@ -146,6 +163,10 @@ pub struct TrainingState {
     pub seed: u64,
     /// Where the data loader continues.
     pub data: DataPosition,
+    /// The running training metrics of the epoch `data` is in, for a checkpoint inside an
+    /// epoch (absent at epoch ends).
+    #[serde(default)]
+    pub partial_epoch: Option<PartialEpoch>,
     /// The best validation top-1 error so far.
     pub best_val_error: Option<f64>,
     /// The weights file (name within the folder).
@@ -164,6 +185,7 @@ impl TrainingState {
             scheduler,
             seed,
             data: DataPosition { epoch: epochs_done, batch: 0 },
+            partial_epoch: None,
             best_val_error: None,
             weights: format!("{stem}.safetensors"),
             momentum: format!("{stem}.momentum.safetensors"),
@@ -219,9 +241,14 @@ impl CheckpointDir {
         &self.dir
     }
 
-    /// The checkpoint name for `epochs_done`.
-    pub fn stem(epochs_done: usize) -> String {
-        format!("epoch-{epochs_done:04}")
+    /// The checkpoint name for data position `at`: `epoch-0003` at an epoch's end (three
+    /// done), `epoch-0003_batch-00000120` inside the fourth. `_` sorts after `.`, so names
+    /// sort in training order.
+    pub fn stem(at: DataPosition) -> String {
+        match at.batch {
+            0 => format!("epoch-{:04}", at.epoch),
+            batch => format!("epoch-{:04}_batch-{batch:08}", at.epoch),
+        }
     }
 
     /// Writes a checkpoint (weights, momentum, then the state file that commits it) and
@@ -357,12 +384,28 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_names_sort_in_training_order() {
+        let at = |epoch, batch| CheckpointDir::stem(DataPosition { epoch, batch });
+        let order = [at(3, 0), at(3, 7), at(3, 120), at(4, 0), at(4, 1), at(10, 0)];
+        let mut files: Vec<String> = order.iter().rev().map(|s| format!("{s}.state.json")).collect();
+        files.sort();
+        let want: Vec<String> = order.iter().map(|s| format!("{s}.state.json")).collect();
+        assert_eq!(files, want);
+    }
+
+    #[test]
     fn checkpoint_dir_keeps_last_n_and_best() {
         let dir = tempfile::tempdir().unwrap();
         let ckpts = CheckpointDir::new(dir.path().join("checkpoints"), 2).unwrap();
         let sched = LrScheduler::new(Schedule::Constant, 0.1, 5).unwrap();
         for epoch in 1..=4 {
-            let state = TrainingState::new(&CheckpointDir::stem(epoch), epoch, epoch as u64 * 7, sched.clone(), 42);
+            let state = TrainingState::new(
+                &CheckpointDir::stem(DataPosition { epoch, batch: 0 }),
+                epoch,
+                epoch as u64 * 7,
+                sched.clone(),
+                42,
+            );
             let ckpt = Checkpoint { weights: tensors(), momentum: tensors(), state, metadata: HashMap::new() };
             ckpts.save(&ckpt, epoch == 2).unwrap();
         }

@@ -102,6 +102,14 @@ pub struct OutputConfig {
     pub runs_dir: PathBuf,
     /// Checkpoints to keep besides the best.
     pub keep_last: usize,
+    /// Also checkpoint inside an epoch once this many minutes have passed since the last
+    /// checkpoint, so that a crash loses at most this much training (0: at epoch ends only).
+    #[serde(default = "default_checkpoint_minutes")]
+    pub checkpoint_minutes: f64,
+}
+
+fn default_checkpoint_minutes() -> f64 {
+    30.0
 }
 
 /// Everything a run depends on.
@@ -170,7 +178,11 @@ impl RunConfig {
             threads: 0,
             data,
             optim,
-            output: OutputConfig { runs_dir: PathBuf::from("runs"), keep_last: 3 },
+            output: OutputConfig {
+                runs_dir: PathBuf::from("runs"),
+                keep_last: 3,
+                checkpoint_minutes: default_checkpoint_minutes(),
+            },
         }
     }
 
@@ -232,6 +244,10 @@ impl RunConfig {
         o.schedule.validate()?;
         if !(0.0..1.0).contains(&self.data.val_fraction) {
             return bad(format!("val fraction {} must be in [0, 1)", self.data.val_fraction));
+        }
+        let minutes = self.output.checkpoint_minutes;
+        if !(minutes.is_finite() && minutes >= 0.0) {
+            return bad(format!("checkpoint interval {minutes} minutes must be >= 0"));
         }
         if self.data.workers == 0 {
             return bad("data workers must be at least 1".into());

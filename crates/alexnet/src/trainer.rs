@@ -10,7 +10,7 @@ use alex_autograd::Tape;
 use alex_core::{Backend, SgdStep, rng::mix64};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, CheckpointDir, TrainingState};
+use crate::checkpoint::{Checkpoint, CheckpointDir, DataPosition, PartialEpoch, TrainingState};
 use crate::config::RunConfig;
 use crate::data::{DataFormat, Datasets};
 use crate::error::{Error, Result};
@@ -171,6 +171,9 @@ pub struct Trainer<B: Backend> {
     ckpts: CheckpointDir,
     log: MetricsLog,
     last_checkpoint: Option<PathBuf>,
+    /// Where a resumed run continues inside its current epoch, with that epoch's metrics so far.
+    resume_at: Option<(DataPosition, PartialEpoch)>,
+    last_save: Instant,
 }
 
 /// The resolved configuration's file name in a run folder.
@@ -205,11 +208,13 @@ impl<B: Backend> Trainer<B> {
         Self::assemble(config, info, model, scheduler, data, log)
     }
 
-    /// Continues the run in `run_dir` from its newest checkpoint, to exactly the result an
-    /// uninterrupted run would have reached (same thread count). `epochs`, when given,
-    /// replaces the planned epoch count.
+    /// Continues the run in `run_dir` from its newest checkpoint (at an epoch's end or inside
+    /// an epoch), to exactly the result an uninterrupted run would have reached (same thread
+    /// count). `epochs`, when given, replaces the planned epoch count. A step limit
+    /// (`max_steps`) that stopped the earlier session does not carry over.
     pub fn resume(run_dir: &Path, backend: Arc<B>, epochs: Option<usize>) -> Result<Self> {
         let mut config = RunConfig::load(&run_dir.join(CONFIG_FILE), None)?;
+        config.optim.max_steps = None;
         if let Some(e) = epochs {
             config.optim.epochs = e;
         }
@@ -236,6 +241,7 @@ impl<B: Backend> Trainer<B> {
         trainer.step = ckpt.state.step;
         trainer.epochs_done = ckpt.state.epochs_done;
         trainer.best_val_error = ckpt.state.best_val_error;
+        trainer.resume_at = ckpt.state.partial_epoch.map(|partial| (ckpt.state.data, partial));
         // The weights file, as after a save (`latest` is the state file).
         trainer.last_checkpoint = Some(latest.with_file_name(&ckpt.state.weights));
         Ok(trainer)
@@ -293,6 +299,8 @@ impl<B: Backend> Trainer<B> {
             ckpts,
             log,
             last_checkpoint: None,
+            resume_at: None,
+            last_save: Instant::now(),
         })
     }
 
@@ -359,7 +367,10 @@ impl<B: Backend> Trainer<B> {
         let epochs = self.config.optim.epochs;
         while self.epochs_done < epochs {
             let epoch = self.epochs_done;
-            let (train, seconds, cut_short) = self.train_epoch(epoch, obs)?;
+            let Some((train, seconds)) = self.train_epoch(epoch, obs)? else {
+                stopped_early = Some(format!("step limit {} reached", self.step));
+                break;
+            };
             let val = self.evaluate_split(false, false, obs)?;
             last_val = val;
             self.epochs_done += 1;
@@ -382,7 +393,7 @@ impl<B: Backend> Trainer<B> {
             if let (true, Some(v)) = (is_best, val) {
                 self.best_val_error = Some(v.top1_error);
             }
-            let path = self.save_checkpoint(is_best)?;
+            let path = self.save_checkpoint(DataPosition { epoch: self.epochs_done, batch: 0 }, None, is_best)?;
             obs.epoch_end(&record);
             obs.note(&format!("checkpoint {}", path.display()));
             if decision.reduced {
@@ -390,10 +401,6 @@ impl<B: Backend> Trainer<B> {
             }
             if decision.stop {
                 stopped_early = Some("validation error stalled after the last learning-rate reduction".to_string());
-                break;
-            }
-            if cut_short {
-                stopped_early = Some(format!("step limit {} reached", self.step));
                 break;
             }
         }
@@ -412,21 +419,28 @@ impl<B: Backend> Trainer<B> {
         Ok(result)
     }
 
-    /// One epoch of SGD: returns the running training metrics, the seconds taken, and
-    /// whether the step limit cut it short.
-    fn train_epoch(&mut self, epoch: usize, obs: &mut dyn Observer) -> Result<(SplitMetrics, f64, bool)> {
+    /// One epoch of SGD (the rest of it, when resumed inside it): returns the epoch's
+    /// training metrics and seconds, or `None` when the step limit cut it short (after a
+    /// checkpoint at that point). Checkpoints inside the epoch every `checkpoint_minutes`.
+    fn train_epoch(&mut self, epoch: usize, obs: &mut dyn Observer) -> Result<Option<(SplitMetrics, f64)>> {
         let o = self.config.optim.clone();
         let classes = self.model.arch.classes;
         let batches = self.train_loader.batches_per_epoch();
+        let (first_batch, mut partial) = match self.resume_at.take() {
+            Some((at, partial)) if at.epoch == epoch => (at.batch, partial),
+            _ => (0, PartialEpoch::default()),
+        };
+        let save_every = self.config.output.checkpoint_minutes * 60.0;
         obs.epoch_start(epoch, o.epochs, batches);
         let started = Instant::now();
-        let mut topk = TopK::default();
-        let mut loss_sum = 0.0f64;
-        let mut cut_short = false;
-        for batch in self.train_loader.epoch(epoch as u64) {
+        let seconds_before = partial.seconds;
+        let elapsed = || seconds_before + started.elapsed().as_secs_f64();
+        for batch in self.train_loader.epoch_from(epoch as u64, first_batch) {
             if o.max_steps.is_some_and(|m| self.step >= m) {
-                cut_short = true;
-                break;
+                partial.seconds = elapsed();
+                let path = self.save_checkpoint(DataPosition { epoch, batch: batch.number }, Some(partial), false)?;
+                obs.note(&format!("step limit reached: checkpoint {} (resuming continues this epoch)", path.display()));
+                return Ok(None);
             }
             let lr = self.scheduler.lr(epoch as f64 + batch.number as f64 / batches as f64);
             let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
@@ -445,8 +459,8 @@ impl<B: Backend> Trainer<B> {
                 });
             }
             tape.backward(loss, &mut self.model.store)?;
-            topk.add_batch(&tape.to_host(logits)?, &labels, classes);
-            loss_sum += f64::from(loss_value) * labels.len() as f64;
+            partial.topk.add_batch(&tape.to_host(logits)?, &labels, classes);
+            partial.loss_sum += f64::from(loss_value) * labels.len() as f64;
             self.model.store.sgd_step(&SgdStep { lr, momentum: o.momentum, weight_decay: o.weight_decay })?;
             self.step += 1;
             obs.batch_end(&BatchReport {
@@ -455,25 +469,45 @@ impl<B: Backend> Trainer<B> {
                 batches,
                 loss: loss_value,
                 lr,
-                images_per_sec: topk.count as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                images_per_sec: partial.topk.count as f64 / elapsed().max(1e-9),
             });
+            let next = batch.number + 1;
+            if save_every > 0.0 && next < batches && self.last_save.elapsed().as_secs_f64() >= save_every {
+                partial.seconds = elapsed();
+                let path = self.save_checkpoint(DataPosition { epoch, batch: next }, Some(partial), false)?;
+                obs.note(&format!("checkpoint {}", path.display()));
+            }
         }
         for skip in self.train_loader.take_new_skips() {
             obs.note(&format!("skipped {}: {}", skip.name, skip.reason));
         }
+        let topk = partial.topk;
         let metrics = SplitMetrics {
-            loss: loss_sum / topk.count.max(1) as f64,
+            loss: partial.loss_sum / topk.count.max(1) as f64,
             top1_error: topk.top1_error(),
             top5_error: topk.top5_error(),
             images: topk.count,
         };
-        Ok((metrics, started.elapsed().as_secs_f64(), cut_short))
+        Ok(Some((metrics, elapsed())))
     }
 
-    fn save_checkpoint(&mut self, is_best: bool) -> Result<PathBuf> {
-        let stem = CheckpointDir::stem(self.epochs_done);
-        let mut state =
-            TrainingState::new(&stem, self.epochs_done, self.step, self.scheduler.clone(), self.config.seed);
+    /// Saves a checkpoint whose data continue at `at` (batch 0: an epoch's end), with the
+    /// metrics so far of the epoch it stops inside.
+    fn save_checkpoint(
+        &mut self,
+        at: DataPosition,
+        partial_epoch: Option<PartialEpoch>,
+        is_best: bool,
+    ) -> Result<PathBuf> {
+        let mut state = TrainingState::new(
+            &CheckpointDir::stem(at),
+            self.epochs_done,
+            self.step,
+            self.scheduler.clone(),
+            self.config.seed,
+        );
+        state.data = at;
+        state.partial_epoch = partial_epoch;
         state.best_val_error = self.best_val_error;
         let ckpt = Checkpoint {
             weights: self.model.params_to_host()?,
@@ -483,6 +517,7 @@ impl<B: Backend> Trainer<B> {
         };
         let path = self.ckpts.save(&ckpt, is_best)?;
         self.last_checkpoint = Some(path.clone());
+        self.last_save = Instant::now();
         Ok(path)
     }
 }

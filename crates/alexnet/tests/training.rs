@@ -90,6 +90,45 @@ fn resume_is_bit_exact() {
     assert_eq!(la[1].val, lb[1].val);
 }
 
+/// A run stopped inside an epoch (here by the step limit, after checkpointing at every step)
+/// resumes at the next batch of that epoch, with its metrics so far, and ends exactly where an
+/// uninterrupted run ends.
+#[test]
+fn resume_inside_an_epoch_is_bit_exact() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut straight = Trainer::new(small_config(runs.path(), "straight", 2), backend()).unwrap();
+    straight.fit(&mut Silent).unwrap();
+
+    let mut config = small_config(runs.path(), "crashed", 2);
+    config.optim.max_steps = Some(17);
+    config.output.checkpoint_minutes = 1e-9;
+    let mut first = Trainer::new(config, backend()).unwrap();
+    let stopped = first.fit(&mut Silent).unwrap();
+    assert!(stopped.stopped_early.is_some_and(|why| why.contains("step limit")));
+    drop(first);
+    // 12 batches per epoch: step 17 is batch 5 of the second epoch.
+    let ckpts = runs.path().join("crashed/checkpoints");
+    for name in ["epoch-0001_batch-00000004", "epoch-0001_batch-00000005"] {
+        assert!(ckpts.join(format!("{name}.state.json")).exists(), "{name} missing");
+    }
+    let mut resumed = Trainer::resume(&runs.path().join("crashed"), backend(), None).unwrap();
+    assert_eq!((resumed.epochs_done(), resumed.step()), (1, 17));
+    resumed.fit(&mut Silent).unwrap();
+
+    let a = straight.model().params_to_host().unwrap();
+    let b = resumed.model().params_to_host().unwrap();
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let same = ta.data.iter().zip(&tb.data).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{na} differs after resuming inside an epoch");
+    }
+    let log = |name: &str| MetricsLog::new(runs.path().join(name).join("metrics.jsonl")).read().unwrap();
+    let (la, lb) = (log("straight"), log("crashed"));
+    assert_eq!(lb.len(), 2);
+    assert_eq!(la[1].train, lb[1].train, "the resumed epoch's training metrics");
+    assert_eq!(la[1].val, lb[1].val);
+}
+
 #[test]
 fn non_finite_loss_stops_naming_the_step() {
     let runs = tempfile::tempdir().unwrap();
