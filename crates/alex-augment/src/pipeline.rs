@@ -348,26 +348,30 @@ fn build_batch(
     let transform = &config.transform;
     let sample_len = transform.sample_len();
     let count = job.positions.len();
+    // A recycled buffer keeps its length: the fused pass overwrites every value of a slot,
+    // so only growth is zero-filled (a per-sample fill of 227 px RGB views cost ~14% of
+    // the loader's time).
     let mut images = pool.lock().expect("buffer pool poisoned").pop().unwrap_or_default();
-    images.clear();
-    images.reserve(count * sample_len);
     let (mut labels, mut indices) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    let mut filled = 0;
     for &index in &order[job.positions] {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        // Grown one sample at a time, so the zero fill happens while the memory is in cache.
-        let start = images.len();
-        images.resize(start + sample_len, 0.0);
-        let slot = &mut images[start..];
+        if images.len() < filled + sample_len {
+            // Grown one sample at a time, so the zero fill happens while the memory is in cache.
+            images.resize(filled + sample_len, 0.0);
+        }
+        let slot = &mut images[filled..filled + sample_len];
         let mut rng = sample_rng(config.seed, epoch, index as u64);
         match source.read(index).and_then(|raw| transform.apply(raw, &mut rng, scratch, slot)) {
             Ok(()) => {
+                filled += sample_len;
                 labels.push(source.label(index));
                 indices.push(index);
             }
             Err(reason) => {
-                images.truncate(start);
+                // The slot is reused by the next sample.
                 counters.skipped.fetch_add(1, Ordering::Relaxed);
                 let mut log = skips.lock().expect("skip log poisoned");
                 if log.seen.insert(index) {
@@ -376,6 +380,7 @@ fn build_batch(
             }
         }
     }
+    images.truncate(filled);
     let views = transform.views();
     let [c, h, w] = transform.view_shape();
     Batch { number: job.number, images, shape: [labels.len() * views, c, h, w], labels, indices, views }

@@ -57,3 +57,20 @@ fn unusable_bytes_give_reasons() {
     assert_eq!(rgb.clone().into_grey().data, [76, 29]);
     assert!(Image::new(2, 2, 2, vec![0; 8]).is_err());
 }
+
+#[test]
+fn direct_jpeg_decoding_matches_the_image_crate_and_reuses_buffers() {
+    // Colour JPEGs and grey ones (expanded to RGB here) take the direct zune-jpeg route.
+    for bytes in [common::jpeg_bytes(37, 23, 4), common::grey_jpeg_bytes(20, 10)] {
+        let ours = Decode::default().apply(&bytes).unwrap();
+        let theirs = image::load_from_memory(&bytes).unwrap().into_rgb8();
+        assert_eq!((ours.width, ours.height, ours.channels), (theirs.width() as usize, theirs.height() as usize, 3));
+        assert!(ours.data == theirs.into_raw());
+    }
+    let mut out = Decode::default().apply(&common::jpeg_bytes(64, 64, 1)).unwrap();
+    let small = common::jpeg_bytes(16, 8, 2);
+    Decode::default().apply_into(&small, &mut out).unwrap();
+    assert_eq!(out, Decode::default().apply(&small).unwrap());
+    Decode { channels: Channels::Grey }.apply_into(&common::grey_jpeg_bytes(9, 5), &mut out).unwrap();
+    assert_eq!((out.width, out.height, out.channels, out.data.len()), (9, 5, 1, 45));
+}
