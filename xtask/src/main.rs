@@ -411,8 +411,9 @@ fn train_on<B: Backend + 'static>(
         ),
         None => println!("no test set; {} epochs in {:.0} s", result.epochs, result.seconds),
     }
-    let dir = result.run_dir.display();
-    println!("run files: {dir}/ (config.toml, metrics.jsonl, curves.png, result.json, checkpoints/)");
+    let files = ["config.toml", "metrics.jsonl", "curves.png", "result.json", "checkpoints/"];
+    let present: Vec<&str> = files.into_iter().filter(|f| result.run_dir.join(f).exists()).collect();
+    println!("run files: {}/ ({})", result.run_dir.display(), present.join(", "));
     Ok(())
 }
 
