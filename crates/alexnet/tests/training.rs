@@ -61,6 +61,24 @@ fn loss_falls_and_run_files_are_written() {
     assert!(err.contains("--resume"), "{err}");
 }
 
+/// The two runs' weights are bit-identical and their last epoch reports the same metrics.
+#[track_caller]
+fn assert_same_run(runs: &Path, a: &Trainer<CpuBackend>, a_name: &str, b: &Trainer<CpuBackend>, b_name: &str) {
+    let (wa, wb) = (a.model().params_to_host().unwrap(), b.model().params_to_host().unwrap());
+    assert_eq!(wa.len(), wb.len());
+    for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        let same = ta.data.iter().zip(&tb.data).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{na} differs between {a_name} and {b_name}");
+    }
+    let log = |name: &str| MetricsLog::new(runs.join(name).join("metrics.jsonl")).read().unwrap();
+    let (la, lb) = (log(a_name), log(b_name));
+    assert_eq!(la.len(), lb.len());
+    let (last_a, last_b) = (la.last().unwrap(), lb.last().unwrap());
+    assert_eq!(last_a.train, last_b.train, "the last epoch's training metrics");
+    assert_eq!(last_a.val, last_b.val);
+}
+
 #[test]
 fn resume_is_bit_exact() {
     let runs = tempfile::tempdir().unwrap();
@@ -74,20 +92,7 @@ fn resume_is_bit_exact() {
     assert_eq!((resumed.epochs_done(), resumed.step()), (1, 12));
     resumed.fit(&mut Silent).unwrap();
 
-    let a = straight.model().params_to_host().unwrap();
-    let b = resumed.model().params_to_host().unwrap();
-    assert_eq!(a.len(), b.len());
-    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        let same = ta.data.iter().zip(&tb.data).all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(same, "{na} differs after resuming");
-    }
-    let log = |name: &str| MetricsLog::new(runs.path().join(name).join("metrics.jsonl")).read().unwrap();
-    let (la, lb) = (log("straight"), log("split"));
-    assert_eq!(la.len(), 2);
-    assert_eq!(lb.len(), 2);
-    assert_eq!(la[1].train.loss.to_bits(), lb[1].train.loss.to_bits());
-    assert_eq!(la[1].val, lb[1].val);
+    assert_same_run(runs.path(), &straight, "straight", &resumed, "split");
 }
 
 /// A run stopped inside an epoch (here by the step limit, after checkpointing at every step)
@@ -115,18 +120,7 @@ fn resume_inside_an_epoch_is_bit_exact() {
     assert_eq!((resumed.epochs_done(), resumed.step()), (1, 17));
     resumed.fit(&mut Silent).unwrap();
 
-    let a = straight.model().params_to_host().unwrap();
-    let b = resumed.model().params_to_host().unwrap();
-    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        let same = ta.data.iter().zip(&tb.data).all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(same, "{na} differs after resuming inside an epoch");
-    }
-    let log = |name: &str| MetricsLog::new(runs.path().join(name).join("metrics.jsonl")).read().unwrap();
-    let (la, lb) = (log("straight"), log("crashed"));
-    assert_eq!(lb.len(), 2);
-    assert_eq!(la[1].train, lb[1].train, "the resumed epoch's training metrics");
-    assert_eq!(la[1].val, lb[1].val);
+    assert_same_run(runs.path(), &straight, "straight", &resumed, "crashed");
 }
 
 #[test]
