@@ -262,15 +262,24 @@ fn vertical_row_avx2(image: &Image, rows: &Weights, y: usize, from: usize, dst: 
 #[inline(always)]
 fn vertical_row_generic(image: &Image, rows: &Weights, y: usize, from: usize, dst: &mut [u8], sums: &mut [i32]) {
     let stride = image.width * image.channels;
-    let sums = &mut sums[..dst.len()];
-    sums.fill(1 << (rows.precision - 1));
-    for k in 0..rows.sizes[y] {
-        let at = k * rows.count + y;
-        let weight = rows.weights[at];
-        let src = &image.data[rows.index[at] * stride + from..][..dst.len()];
-        sums.iter_mut().zip(src).for_each(|(s, &v)| *s += weight * i32::from(v));
-    }
     let precision = rows.precision;
+    let half = 1 << (precision - 1);
+    let source_row = |k: usize| &image.data[rows.index[k * rows.count + y] * stride + from..][..dst.len()];
+    if rows.sizes[y] == 2 {
+        // The upscaling case, without the accumulator row's memory traffic.
+        let (w0, w1) = (rows.weights[y], rows.weights[rows.count + y]);
+        let pairs = source_row(0).iter().zip(source_row(1));
+        for (d, (&a, &b)) in dst.iter_mut().zip(pairs) {
+            *d = ((half + w0 * i32::from(a) + w1 * i32::from(b)) >> precision).clamp(0, 255) as u8;
+        }
+        return;
+    }
+    let sums = &mut sums[..dst.len()];
+    sums.fill(half);
+    for k in 0..rows.sizes[y] {
+        let weight = rows.weights[k * rows.count + y];
+        sums.iter_mut().zip(source_row(k)).for_each(|(s, &v)| *s += weight * i32::from(v));
+    }
     dst.iter_mut().zip(sums.iter()).for_each(|(d, &s)| *d = (s >> precision).clamp(0, 255) as u8);
 }
 
@@ -306,6 +315,7 @@ fn horizontal(rows: &[u8], row_len: usize, c: usize, cols: &Weights, first: usiz
 /// fit that pattern.
 #[cfg(target_arch = "x86_64")]
 struct PairBlocks {
+    firsts: Vec<usize>,
     bases: Vec<[usize; 2]>,
     masks: Vec<[[i8; 32]; 3]>,
     weights: Vec<[i16; 16]>,
@@ -318,8 +328,14 @@ impl PairBlocks {
         if cols.taps > 2 {
             return None;
         }
-        let mut blocks = PairBlocks { bases: Vec::new(), masks: Vec::new(), weights: Vec::new() };
-        for x0 in (0..n - n % 8).step_by(8) {
+        let mut blocks = PairBlocks { firsts: Vec::new(), bases: Vec::new(), masks: Vec::new(), weights: Vec::new() };
+        // Blocks of 8 outputs; a last, overlapping block ends at `n` (it rewrites a few
+        // outputs with the same values) so no output is left to scalar code when n >= 8.
+        let mut firsts: Vec<usize> = (0..n / 8).map(|b| 8 * b).collect();
+        if n % 8 != 0 && n >= 8 {
+            firsts.push(n - 8);
+        }
+        for x0 in firsts {
             let mut bases = [0; 2];
             let mut masks = [[-128i8; 32]; 3];
             let mut weights = [0i16; 16];
@@ -346,6 +362,7 @@ impl PairBlocks {
                     }
                 }
             }
+            blocks.firsts.push(x0);
             blocks.bases.push(bases);
             blocks.masks.push(masks);
             blocks.weights.push(weights);
@@ -363,9 +380,10 @@ impl PairBlocks {
 fn horizontal_rgb_pairs_avx2(row: &[u8], blocks: &PairBlocks, cols: &Weights, offsets: &[i32], dst: &mut [u8]) {
     use std::arch::x86_64::*;
     let n = cols.count;
-    assert!(dst.len() == 3 * n && blocks.bases.len() == n / 8, "pair kernel lengths");
+    assert!(dst.len() == 3 * n && blocks.firsts.iter().all(|&x0| x0 + 8 <= n), "pair kernel lengths");
     let half = _mm256_set1_epi32(1 << (cols.precision - 1));
-    for (b, ((bases, masks), weights)) in blocks.bases.iter().zip(&blocks.masks).zip(&blocks.weights).enumerate() {
+    let per_block = blocks.bases.iter().zip(&blocks.masks).zip(&blocks.weights);
+    for (&x0, ((bases, masks), weights)) in blocks.firsts.iter().zip(per_block) {
         let (lo, hi) = (&row[bases[0]..][..16], &row[bases[1]..][..16]);
         // SAFETY: `lo`, `hi`, the masks and the weights are 16 or 32 readable bytes.
         let (v, weights, masks) = unsafe {
@@ -374,9 +392,11 @@ fn horizontal_rgb_pairs_avx2(row: &[u8], blocks: &PairBlocks, cols: &Weights, of
             (v, weights, masks.map(|m| _mm256_loadu_si256(m.as_ptr().cast())))
         };
         let sums = masks.map(|m| _mm256_add_epi32(half, _mm256_madd_epi16(_mm256_shuffle_epi8(v, m), weights)));
-        store_rgb8(sums, cols.precision, &mut dst[24 * b..24 * b + 24]);
+        store_rgb8(sums, cols.precision, &mut dst[3 * x0..3 * x0 + 24]);
     }
-    horizontal_scalar_tail(row, cols, offsets, 3, 8 * blocks.bases.len(), dst);
+    if n < 8 {
+        horizontal_scalar_tail(row, cols, offsets, 3, 0, dst);
+    }
 }
 
 /// Rounds three channels' sums for 8 pixels and stores them as 24 interleaved bytes.
