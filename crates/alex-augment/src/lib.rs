@@ -6,8 +6,10 @@
 //! - **Stages** are small types: [`Decode`], [`ResizeCentreCrop`], [`RandomCrop`],
 //!   [`CentreCrop`], [`TenCrop`], [`Flip`], [`PcaNoise`] (statistics from
 //!   [`ColourStats::load_or_compute`], cached beside the data) and [`Normalize`]. A
-//!   [`Transform`] combines them and writes CHW `f32` views in one fused pass, checked
-//!   against its plain stage-by-stage reference ([`Transform::apply_reference`]).
+//!   [`Transform`] combines them: it resizes only the crop window
+//!   ([`ResizeCentreCrop::apply_region`], bit-identical to resizing the whole image and
+//!   cropping) and writes CHW `f32` views in one fused pass, checked against its plain
+//!   stage-by-stage reference ([`Transform::apply_reference`]).
 //! - **The pipeline** ([`Loader`]): source -> bounded channel -> N workers -> bounded
 //!   channel -> batcher (restores order) -> bounded channel -> consumer. Each sample's
 //!   randomness comes from `(seed, epoch, index)`, so batches are bit-identical for any

@@ -246,14 +246,13 @@ impl Transform {
         }
     }
 
-    /// What the pipeline does before the fused pass: decodes `raw`, draws its plan from
-    /// `rng` (for the whole `size` x `size` image when resizing, so the draws do not depend
-    /// on the source size), then resizes only the rectangle the plan's views cover (all of
-    /// it with a per-pixel mean image). Returns that rectangle and the plan with its
-    /// windows moved into the rectangle's coordinates: the exact input of
-    /// [`Transform::write_fused`]. The rectangle equals the same part of
-    /// [`Transform::prepare`]'s image, up to the rounding caveat of
-    /// [`ResizeCentreCrop::apply_region`].
+    /// What the pipeline does before the fused pass: decodes `raw` (into reused buffers),
+    /// draws its plan from `rng` for the `size` x `size` resized image (the same draws as
+    /// for [`Transform::prepare`]'s output), then resizes only the rectangle the plan's
+    /// views cover (all of it with a per-pixel mean image). Returns that rectangle and the
+    /// plan with its windows moved into the rectangle's coordinates: the exact input of
+    /// [`Transform::write_fused`]. The rectangle is bit-identical to the same part of
+    /// [`Transform::prepare`]'s image ([`ResizeCentreCrop::apply_region`]).
     pub fn prepare_views<'s>(
         &self,
         raw: RawSample,
