@@ -332,7 +332,7 @@ impl PairBlocks {
         // Blocks of 8 outputs; a last, overlapping block ends at `n` (it rewrites a few
         // outputs with the same values) so no output is left to scalar code when n >= 8.
         let mut firsts: Vec<usize> = (0..n / 8).map(|b| 8 * b).collect();
-        if n % 8 != 0 && n >= 8 {
+        if !n.is_multiple_of(8) && n >= 8 {
             firsts.push(n - 8);
         }
         for x0 in firsts {
