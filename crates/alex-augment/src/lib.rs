@@ -59,5 +59,5 @@ pub use stages::decode::{Channels, Decode};
 pub(crate) use stages::fused;
 pub use stages::normalize::{MeanImage, Normalize};
 pub use stages::pca::{CacheReport, ColourStats, PcaNoise, StatsOptions, symmetric_eigen};
-pub use stages::resize::{Region, ResizeBuffers, ResizeCentreCrop};
+pub use stages::resize::{ChwAffine, Region, ResizeBuffers, ResizeCentreCrop};
 pub use transform::{Augment, Plan, Scratch, Transform, sample_rng};

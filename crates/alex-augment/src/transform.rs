@@ -4,8 +4,8 @@
 use crate::fused::{Affine, write_view};
 use crate::source::RawSample;
 use crate::{
-    CentreCrop, Channels, Decode, Error, Flip, Image, Normalize, PcaNoise, RandomCrop, Region, ResizeBuffers,
-    ResizeCentreCrop, Result, TenCrop, Window,
+    CentreCrop, Channels, ChwAffine, Decode, Error, Flip, Image, Normalize, PcaNoise, RandomCrop, Region,
+    ResizeBuffers, ResizeCentreCrop, Result, TenCrop, Window,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -265,6 +265,13 @@ impl Transform {
             return Ok((&scratch.decoded, plan));
         };
         let mut plan = self.plan(resize.size, resize.size, rng)?;
+        self.resize_views(resize, &mut plan, scratch)?;
+        Ok((&scratch.resized, plan))
+    }
+
+    /// Resizes the rectangle of `scratch.decoded` that `plan`'s views cover into
+    /// `scratch.resized` and moves the windows into its coordinates.
+    fn resize_views(&self, resize: ResizeCentreCrop, plan: &mut Plan, scratch: &mut Scratch) -> Result<(), String> {
         let region = if self.normalize.mean_image.is_some() {
             Region { left: 0, top: 0, width: resize.size, height: resize.size }
         } else {
@@ -275,7 +282,7 @@ impl Transform {
             window.left -= region.left as isize;
             window.top -= region.top as isize;
         }
-        Ok((&scratch.resized, plan))
+        Ok(())
     }
 
     /// Draws the random choices for a prepared `width` x `height` image. Draw order: crop
@@ -313,28 +320,58 @@ impl Transform {
         scratch: &mut Scratch,
         out: &mut [f32],
     ) -> Result<(), String> {
-        let (image, plan) = self.prepare_views(raw, rng, scratch)?;
-        self.write_fused(image, &plan, out);
+        let Some(resize) = self.resize else {
+            let (image, plan) = self.prepare_views(raw, rng, scratch)?;
+            self.write_fused(image, &plan, out);
+            return Ok(());
+        };
+        self.decode_into(raw, &mut scratch.decoded)?;
+        let mut plan = self.plan(resize.size, resize.size, rng)?;
+        // One RGB view inside the image, per-channel normalisation: the resize writes the
+        // normalised CHW floats itself, the same values as resize-then-fused-pass.
+        if let ([w], 3, None) = (&plan.windows[..], scratch.decoded.channels, &self.normalize.mean_image)
+            && w.left >= 0
+            && w.top >= 0
+        {
+            let region = Region { left: w.left as usize, top: w.top as usize, width: w.width, height: w.height };
+            let affine = self.affine(&plan, 3);
+            let chw = ChwAffine { scale: affine.scale, bias: affine.bias, flip: w.flip };
+            if region.left + region.width <= resize.size
+                && region.top + region.height <= resize.size
+                && resize.apply_region_chw(&scratch.decoded, region, &mut scratch.resize, chw, out)?
+            {
+                return Ok(());
+            }
+        }
+        self.resize_views(resize, &mut plan, scratch)?;
+        self.write_fused(&scratch.resized, &plan, out);
         Ok(())
     }
 
     /// The fused write of `plan`'s views of a prepared `image` into `out`.
     pub fn write_fused(&self, image: &Image, plan: &Plan, out: &mut [f32]) {
+        let affine = self.affine(plan, image.channels);
+        let view_len = out.len() / plan.windows.len();
+        for (window, view) in plan.windows.iter().zip(out.chunks_exact_mut(view_len)) {
+            write_view(image, window, &affine, view);
+        }
+    }
+
+    /// The fused pass's constants: `scale = 1 / (255 std)`, `bias = (offset - mean) / std`
+    /// per channel (the mean left to the mean image, if any), computed in `f64`.
+    fn affine(&self, plan: &Plan, channels: usize) -> Affine<'_> {
         let n = &self.normalize;
         let per_pixel = n.mean_image.is_some();
         let mut affine =
             Affine { scale: [0.0; 3], bias: [0.0; 3], inv_std: [0.0; 3], mean_image: n.mean_image.as_deref() };
-        for c in 0..image.channels {
+        for c in 0..channels {
             let std = f64::from(n.std[c]);
             let mean = if per_pixel { 0.0 } else { f64::from(n.mean[c]) };
             affine.scale[c] = (1.0 / (255.0 * std)) as f32;
             affine.bias[c] = ((f64::from(plan.offset[c]) - mean) / std) as f32;
             affine.inv_std[c] = (1.0 / std) as f32;
         }
-        let view_len = out.len() / plan.windows.len();
-        for (window, view) in plan.windows.iter().zip(out.chunks_exact_mut(view_len)) {
-            write_view(image, window, &affine, view);
-        }
+        affine
     }
 
     /// The plain reference: crop, flip, to `[0, 1]`, add the PCA offset, subtract the mean,

@@ -270,6 +270,79 @@ fn resize_equals_fast_image_resize_and_regions_equal_its_crops() {
 }
 
 #[test]
+fn resize_straight_to_chw_is_the_affine_map_of_the_resized_bytes() {
+    let mut buffers = ResizeBuffers::default();
+    let affine = ChwAffine { scale: [0.01, -0.02, 0.03], bias: [-1.5, 0.25, 2.0], flip: false };
+    // Upscales (two-tap filters): the direct kernel runs wherever AVX2 does.
+    for (i, (w, h, size, region)) in [
+        (224, 224, 256, Region { left: 29, top: 3, width: 227, height: 227 }),
+        (181, 260, 256, Region { left: 0, top: 29, width: 227, height: 200 }),
+        (60, 50, 64, Region { left: 5, top: 7, width: 13, height: 9 }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = image(w, h, 3, i);
+        let resize = ResizeCentreCrop { size };
+        let mut bytes = Image::new(0, 0, 3, Vec::new()).unwrap();
+        resize.apply_region(&img, region, &mut buffers, &mut bytes).unwrap();
+        for flip in [false, true] {
+            let affine = ChwAffine { flip, ..affine };
+            let mut out = vec![f32::NAN; 3 * region.width * region.height];
+            let done = resize.apply_region_chw(&img, region, &mut buffers, affine, &mut out).unwrap();
+            assert_eq!(done, is_x86_feature_detected!("avx2"), "{w}x{h}: the direct kernel runs with AVX2");
+            if !done {
+                continue;
+            }
+            for c in 0..3 {
+                for y in 0..region.height {
+                    for x in 0..region.width {
+                        let sx = if flip { region.width - 1 - x } else { x };
+                        let expected = f32::from(bytes.get(sx, y, c)) * affine.scale[c] + affine.bias[c];
+                        let got = out[(c * region.height + y) * region.width + x];
+                        assert_eq!(got.to_bits(), expected.to_bits(), "{w}x{h} flip {flip} c{c} ({x},{y})");
+                    }
+                }
+            }
+        }
+    }
+    // A downscale (wider filters) and a grey image have no direct kernel.
+    let region = Region { left: 0, top: 0, width: 20, height: 20 };
+    let mut out = vec![0.0; 3 * 400];
+    let resize = ResizeCentreCrop { size: 32 };
+    assert!(!resize.apply_region_chw(&image(80, 64, 3, 0), region, &mut buffers, affine, &mut out).unwrap());
+    assert!(!resize.apply_region_chw(&image(20, 20, 1, 0), region, &mut buffers, affine, &mut out).unwrap());
+}
+
+#[test]
+fn transform_apply_equals_resize_then_fused_pass_bit_for_bit() {
+    // `apply` takes the direct resize-to-CHW path where it can; `prepare_views` +
+    // `write_fused` is the two-step path.
+    let pca = PcaNoise {
+        eigenvalues: vec![0.2, 0.02, 0.005],
+        eigenvectors: vec![vec![0.6, 0.8, 0.0], vec![-0.8, 0.6, 0.0], vec![0.0, 0.0, 1.0]],
+        sigma: 0.1,
+    };
+    let mut scratch = Scratch::new();
+    for t in [Transform::imagenet_train(Some(pca)), Transform::imagenet_eval(false), Transform::imagenet_eval(true)] {
+        for (i, (w, h)) in [(224, 224), (300, 200), (181, 260), (500, 375)].into_iter().enumerate() {
+            let bytes = common::jpeg_bytes(w, h, i as u32);
+            for seed in 0..4 {
+                let mut direct = vec![f32::NAN; t.sample_len()];
+                let mut rng = sample_rng(seed, 1, i as u64);
+                t.apply(RawSample::Encoded(bytes.clone()), &mut rng, &mut scratch, &mut direct).unwrap();
+                let mut rng = sample_rng(seed, 1, i as u64);
+                let (img, plan) = t.prepare_views(RawSample::Encoded(bytes.clone()), &mut rng, &mut scratch).unwrap();
+                let mut two_step = vec![f32::NAN; t.sample_len()];
+                t.write_fused(img, &plan, &mut two_step);
+                let same = direct.iter().zip(&two_step).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{w}x{h} seed {seed}: {:?}", t.augment);
+            }
+        }
+    }
+}
+
+#[test]
 fn resize_centre_crop_is_linear_on_a_ramp() {
     // Pixel value 2x: bilinear resampling reproduces a linear ramp exactly away from the edges.
     for (src_w, size) in [(120usize, 64usize), (120, 100)] {

@@ -75,6 +75,39 @@ impl ResizeCentreCrop {
         buffers: &mut ResizeBuffers,
         out: &mut Image,
     ) -> Result<(), String> {
+        let c = image.channels;
+        // Only a growing buffer is written here; the passes overwrite every byte.
+        out.data.resize(region.width * region.height * c, 0);
+        (out.width, out.height, out.channels) = (region.width, region.height, c);
+        self.resample(image, region, buffers, Sink::Bytes(&mut out.data)).map(drop)
+    }
+
+    /// `region` of the resized RGB image written straight as normalised CHW `f32` (`out`
+    /// holds `3 * width * height` values): channel `c` of each pixel becomes
+    /// `byte * scale[c] + bias[c]`, mirrored left-right with `flip`. The same values, bit
+    /// for bit, as [`ResizeCentreCrop::apply_region`] followed by the fused pass, without
+    /// writing and re-reading the bytes. Returns `Ok(false)` (and writes nothing) where
+    /// this path has no kernel: not RGB, no AVX2, or a filter wider than two taps
+    /// (downscaling).
+    pub fn apply_region_chw(
+        &self,
+        image: &Image,
+        region: Region,
+        buffers: &mut ResizeBuffers,
+        affine: ChwAffine,
+        out: &mut [f32],
+    ) -> Result<bool, String> {
+        assert_eq!(out.len(), 3 * region.width * region.height, "resize to CHW: output length");
+        self.resample(image, region, buffers, Sink::Chw(affine, out))
+    }
+
+    fn resample(
+        &self,
+        image: &Image,
+        region: Region,
+        buffers: &mut ResizeBuffers,
+        sink: Sink<'_>,
+    ) -> Result<bool, String> {
         if region.left + region.width > self.size || region.top + region.height > self.size {
             return Err(format!(
                 "region {}x{} at ({}, {}) lies outside the {size}x{size} resized image",
@@ -89,23 +122,29 @@ impl ResizeCentreCrop {
         if side == 0 {
             return Err(format!("cannot resize a {}x{} image", image.width, image.height));
         }
-        let c = image.channels;
-        // Only a growing buffer is written here; the passes overwrite every byte.
-        out.data.resize(region.width * region.height * c, 0);
-        (out.width, out.height, out.channels) = (region.width, region.height, c);
         if region.width == 0 || region.height == 0 {
-            return Ok(());
+            return Ok(true);
         }
+        let c = image.channels;
         let left = (image.width - side) as f64 / 2.0;
         let top = (image.height - side) as f64 / 2.0;
         let col_axis = Axis::cached(&mut buffers.col_axis, image.width, left, side as f64, self.size);
         let cols = Weights::new(col_axis, image.width, region.left, region.width);
-        let row_axis = Axis::cached(&mut buffers.row_axis, image.height, top, side as f64, self.size);
-        let rows = Weights::new(row_axis, image.height, region.top, region.height);
-        // Source columns the horizontal pass reads.
+        // Source columns the horizontal pass reads, and every tap's byte offset among them.
         let first = cols.index[0];
         let end = (0..region.width).map(|x| cols.index[x] + cols.sizes[x]).max().unwrap_or(first).max(first + 1);
         let row_len = (end - first) * c;
+        let offsets: Vec<i32> = cols.index.iter().map(|&i| ((i.min(end - 1) - first) * c) as i32).collect();
+        #[cfg(target_arch = "x86_64")]
+        let blocks =
+            if c == 3 && std::arch::is_x86_feature_detected!("avx2") { PairBlocks::new(&cols, &offsets) } else { None };
+        #[cfg(not(target_arch = "x86_64"))]
+        let blocks: Option<PairBlocks> = None;
+        if matches!(sink, Sink::Chw(..)) && blocks.is_none() {
+            return Ok(false);
+        }
+        let row_axis = Axis::cached(&mut buffers.row_axis, image.height, top, side as f64, self.size);
+        let rows = Weights::new(row_axis, image.height, region.top, region.height);
         // Spare bytes: the kernels read 4 (gather) or 16 (pairs) bytes from a tap's offset.
         buffers.rows.resize(region.height * row_len + 16, 0);
         buffers.sums.resize(row_len, 0);
@@ -113,9 +152,48 @@ impl ResizeCentreCrop {
             let dst = &mut buffers.rows[y * row_len..][..row_len];
             vertical_row(image, &rows, y, first * c, dst, &mut buffers.sums);
         }
-        horizontal(&buffers.rows, row_len, c, &cols, first, end, out);
-        Ok(())
+        let rows = &buffers.rows;
+        match sink {
+            Sink::Bytes(out) => horizontal(rows, row_len, c, &cols, &offsets, blocks.as_ref(), out),
+            #[cfg(target_arch = "x86_64")]
+            Sink::Chw(affine, out) => {
+                let blocks = blocks.as_ref().expect("checked above");
+                let plane = region.width * region.height;
+                let (p0, rest) = out.split_at_mut(plane);
+                let (p1, p2) = rest.split_at_mut(plane);
+                for y in 0..region.height {
+                    let w = region.width;
+                    let planes = [&mut p0[y * w..][..w], &mut p1[y * w..][..w], &mut p2[y * w..][..w]];
+                    // SAFETY: `blocks` exists only when the CPU supports AVX2.
+                    unsafe {
+                        horizontal_rgb_pairs_chw_avx2(&rows[y * row_len..], blocks, cols.precision, affine, planes)
+                    };
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Sink::Chw(..) => unreachable!("no CHW kernel off x86-64; refused above"),
+        }
+        Ok(true)
     }
+}
+
+/// The per-channel affine map of [`ResizeCentreCrop::apply_region_chw`]:
+/// `byte * scale[c] + bias[c]` (multiply, then add, in `f32`), mirrored left-right when
+/// `flip`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChwAffine {
+    /// Per-channel factor.
+    pub scale: [f32; 3],
+    /// Per-channel offset.
+    pub bias: [f32; 3],
+    /// Mirror each row left-right.
+    pub flip: bool,
+}
+
+/// Where the horizontal pass writes: interleaved bytes, or normalised CHW floats.
+enum Sink<'a> {
+    Bytes(&'a mut [u8]),
+    Chw(ChwAffine, &'a mut [f32]),
 }
 
 /// The fixed-point filter of every output of one axis: a resize of the source span
@@ -283,28 +361,33 @@ fn vertical_row_generic(image: &Image, rows: &Weights, y: usize, from: usize, ds
     dst.iter_mut().zip(sums.iter()).for_each(|(d, &s)| *d = (s >> precision).clamp(0, 255) as u8);
 }
 
-/// The horizontal pass from `rows` (`row_len` bytes per row, source columns
-/// `first..end`) into `out`.
-fn horizontal(rows: &[u8], row_len: usize, c: usize, cols: &Weights, first: usize, end: usize, out: &mut Image) {
-    // Byte offsets of every tap in a row, clamped to the columns held.
-    let offsets: Vec<i32> = cols.index.iter().map(|&i| ((i.min(end - 1) - first) * c) as i32).collect();
+/// The horizontal pass from `rows` (`row_len` bytes per row) into interleaved bytes.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn horizontal(
+    rows: &[u8],
+    row_len: usize,
+    c: usize,
+    cols: &Weights,
+    offsets: &[i32],
+    blocks: Option<&PairBlocks>,
+    out: &mut [u8],
+) {
     #[cfg(target_arch = "x86_64")]
     if c == 3 && std::arch::is_x86_feature_detected!("avx2") {
-        let blocks = PairBlocks::new(cols, &offsets);
-        for (y, dst) in out.data.chunks_exact_mut(out.width * 3).enumerate() {
+        for (y, dst) in out.chunks_exact_mut(cols.count * 3).enumerate() {
             let row = &rows[y * row_len..];
             // SAFETY: the CPU supports AVX2, checked just above.
             unsafe {
-                match &blocks {
-                    Some(blocks) => horizontal_rgb_pairs_avx2(row, blocks, cols, &offsets, dst),
-                    None => horizontal_rgb_gather_avx2(row, cols, &offsets, dst),
+                match blocks {
+                    Some(blocks) => horizontal_rgb_pairs_avx2(row, blocks, cols, offsets, dst),
+                    None => horizontal_rgb_gather_avx2(row, cols, offsets, dst),
                 }
             }
         }
         return;
     }
-    for (y, dst) in out.data.chunks_exact_mut(out.width * c).enumerate() {
-        horizontal_scalar_tail(&rows[y * row_len..][..row_len], cols, &offsets, c, 0, dst);
+    for (y, dst) in out.chunks_exact_mut(cols.count * c).enumerate() {
+        horizontal_scalar_tail(&rows[y * row_len..][..row_len], cols, offsets, c, 0, dst);
     }
 }
 
@@ -312,8 +395,7 @@ fn horizontal(rows: &[u8], row_len: usize, c: usize, cols: &Weights, first: usiz
 /// upscale): per 8-output block, the byte offsets where its two 4-output halves start
 /// reading (16 bytes each), per channel a byte-shuffle mask that picks every output's two
 /// tap bytes as a 16-bit pair, and the pairs' weights. `None` when some output does not
-/// fit that pattern.
-#[cfg(target_arch = "x86_64")]
+/// fit that pattern, or fewer than 8 outputs.
 struct PairBlocks {
     firsts: Vec<usize>,
     bases: Vec<[usize; 2]>,
@@ -321,11 +403,10 @@ struct PairBlocks {
     weights: Vec<[i16; 16]>,
 }
 
-#[cfg(target_arch = "x86_64")]
 impl PairBlocks {
     fn new(cols: &Weights, offsets: &[i32]) -> Option<PairBlocks> {
         let n = cols.count;
-        if cols.taps > 2 {
+        if cols.taps > 2 || n < 8 {
             return None;
         }
         let mut blocks = PairBlocks { firsts: Vec::new(), bases: Vec::new(), masks: Vec::new(), weights: Vec::new() };
@@ -371,32 +452,75 @@ impl PairBlocks {
     }
 }
 
-/// The RGB horizontal pass with [`PairBlocks`], 8 outputs per step: two 16-byte loads,
-/// then per channel one byte shuffle into (tap 0, tap 1) 16-bit pairs and one
-/// multiply-add with the weights; the same integer sums as the scalar code. `row` must
-/// hold 16 readable bytes from every base.
+/// The RGB horizontal pass with [`PairBlocks`] into interleaved bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn horizontal_rgb_pairs_avx2(row: &[u8], blocks: &PairBlocks, cols: &Weights, offsets: &[i32], dst: &mut [u8]) {
-    use std::arch::x86_64::*;
     let n = cols.count;
-    assert!(dst.len() == 3 * n && blocks.firsts.iter().all(|&x0| x0 + 8 <= n), "pair kernel lengths");
-    let half = _mm256_set1_epi32(1 << (cols.precision - 1));
-    let per_block = blocks.bases.iter().zip(&blocks.masks).zip(&blocks.weights);
-    for (&x0, ((bases, masks), weights)) in blocks.firsts.iter().zip(per_block) {
-        let (lo, hi) = (&row[bases[0]..][..16], &row[bases[1]..][..16]);
-        // SAFETY: `lo`, `hi`, the masks and the weights are 16 or 32 readable bytes.
-        let (v, weights, masks) = unsafe {
-            let v = _mm256_set_m128i(_mm_loadu_si128(hi.as_ptr().cast()), _mm_loadu_si128(lo.as_ptr().cast()));
-            let weights = _mm256_loadu_si256(weights.as_ptr().cast());
-            (v, weights, masks.map(|m| _mm256_loadu_si256(m.as_ptr().cast())))
-        };
-        let sums = masks.map(|m| _mm256_add_epi32(half, _mm256_madd_epi16(_mm256_shuffle_epi8(v, m), weights)));
-        store_rgb8(sums, cols.precision, &mut dst[3 * x0..3 * x0 + 24]);
+    assert!(dst.len() == 3 * n && offsets.len() == cols.taps * n, "pair kernel lengths");
+    for b in 0..blocks.firsts.len() {
+        let x0 = blocks.firsts[b];
+        store_rgb8(pair_block_sums(row, blocks, b, cols.precision), cols.precision, &mut dst[3 * x0..3 * x0 + 24]);
     }
-    if n < 8 {
-        horizontal_scalar_tail(row, cols, offsets, 3, 0, dst);
+}
+
+/// The RGB horizontal pass with [`PairBlocks`] straight into one row of each CHW `f32`
+/// plane: the rounded bytes, as 32-bit lanes, go through `byte * scale + bias` (multiply
+/// then add, as the fused pass) and are stored in order or, mirrored, in reverse.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn horizontal_rgb_pairs_chw_avx2(
+    row: &[u8],
+    blocks: &PairBlocks,
+    precision: u32,
+    affine: ChwAffine,
+    planes: [&mut [f32]; 3],
+) {
+    use std::arch::x86_64::*;
+    let n = planes[0].len();
+    assert!(planes.iter().all(|p| p.len() == n), "CHW plane rows");
+    let shift = _mm_cvtsi32_si128(precision as i32);
+    let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(255));
+    let reverse = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+    let scales = affine.scale.map(|v| _mm256_set1_ps(v));
+    let biases = affine.bias.map(|v| _mm256_set1_ps(v));
+    for b in 0..blocks.firsts.len() {
+        let x0 = blocks.firsts[b];
+        assert!(x0 + 8 <= n, "pair block inside the row");
+        let sums = pair_block_sums(row, blocks, b, precision);
+        let at = if affine.flip { n - 8 - x0 } else { x0 };
+        for c in 0..3 {
+            let bytes = _mm256_min_epi32(_mm256_max_epi32(_mm256_sra_epi32(sums[c], shift), zero), top);
+            let mut v = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(bytes), scales[c]), biases[c]);
+            if affine.flip {
+                v = _mm256_permutevar8x32_ps(v, reverse);
+            }
+            let dst = &mut planes[c][at..at + 8];
+            // SAFETY: `dst` is 8 writable f32.
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
+        }
     }
+}
+
+/// Block `b`'s sums, per channel, for its 8 outputs: two 16-byte loads, then per channel
+/// one byte shuffle into (tap 0, tap 1) 16-bit pairs and one multiply-add with the
+/// weights; the same integer sums as the scalar code. `row` must hold 16 readable bytes
+/// from each of the block's bases.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn pair_block_sums(row: &[u8], blocks: &PairBlocks, b: usize, precision: u32) -> [std::arch::x86_64::__m256i; 3] {
+    use std::arch::x86_64::*;
+    let (bases, masks, weights) = (&blocks.bases[b], &blocks.masks[b], &blocks.weights[b]);
+    let (lo, hi) = (&row[bases[0]..][..16], &row[bases[1]..][..16]);
+    // SAFETY: `lo`, `hi`, the masks and the weights are 16 or 32 readable bytes.
+    let (v, weights, masks) = unsafe {
+        let v = _mm256_set_m128i(_mm_loadu_si128(hi.as_ptr().cast()), _mm_loadu_si128(lo.as_ptr().cast()));
+        let weights = _mm256_loadu_si256(weights.as_ptr().cast());
+        (v, weights, masks.map(|m| _mm256_loadu_si256(m.as_ptr().cast())))
+    };
+    let half = _mm256_set1_epi32(1 << (precision - 1));
+    masks.map(|m| _mm256_add_epi32(half, _mm256_madd_epi16(_mm256_shuffle_epi8(v, m), weights)))
 }
 
 /// Rounds three channels' sums for 8 pixels and stores them as 24 interleaved bytes.
