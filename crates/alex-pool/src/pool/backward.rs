@@ -214,7 +214,7 @@ fn avg_plane(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32], ph
         if !inner_dy.is_empty() {
             phases.fill(0.0);
             let cells = (rows.len() * window) as f32;
-            for cell in planes.inner_cell_ranges() {
+            for cell in planes.inner_cell_ranges(planes.phase_len()) {
                 for (p, &g) in phases[cell].iter_mut().zip(inner_dy) {
                     *p += g / cells;
                 }

@@ -1,9 +1,11 @@
 //! Pooling forward.
 
+use std::ops::Range;
+
 use alex_core::{PoolGeom, PoolKind, Shape4};
 use rayon::prelude::*;
 
-use super::{Planes, max_or_nan, op_name};
+use super::{LANES, Planes, max_or_nan, op_name};
 use crate::error::Result;
 use crate::{F32_SCRATCH, avx2_when_available, with_scratch};
 
@@ -73,10 +75,15 @@ impl Reduction for Mean {
 
 fn forward<R: Reduction>(planes: &Planes, x: &[f32], y: &mut [f32]) {
     let tasks = planes.planes_per_task();
+    let (row_lanes, lanes) = (planes.phase_len(), planes.output.h * planes.phase_len());
+    // All output rows' phases, plus room for the last vector of a cell's slice.
+    let phases_len = planes.geom.stride_w * lanes + row_lanes + LANES;
+    let folds_len = lanes.next_multiple_of(LANES);
     y.par_chunks_mut(tasks * planes.out_plane()).zip(x.par_chunks(tasks * planes.in_plane())).for_each(|(y, x)| {
-        with_scratch(&F32_SCRATCH, planes.input.w + planes.phases_len(), |scratch| {
-            let (column_fold, phases) = scratch.split_at_mut(planes.input.w);
-            forward_planes::<R>(planes, x, y, column_fold, phases)
+        with_scratch(&F32_SCRATCH, planes.input.w + phases_len + folds_len, |scratch| {
+            let (column_fold, rest) = scratch.split_at_mut(planes.input.w);
+            let (phases, folds) = rest.split_at_mut(phases_len);
+            forward_planes::<R>(planes, x, y, column_fold, phases, folds)
         })
     });
 }
@@ -89,26 +96,42 @@ avx2_when_available! {
         y: &mut [f32],
         column_fold: &mut [f32],
         phases: &mut [f32],
+        folds: &mut [f32],
     ) => forward_planes_kernel
 }
 
+#[inline(always)]
 fn forward_planes_kernel<R: Reduction>(
     planes: &Planes,
     x: &[f32],
     y: &mut [f32],
     column_fold: &mut [f32],
     phases: &mut [f32],
+    folds: &mut [f32],
 ) {
     for (y, x) in y.chunks_exact_mut(planes.out_plane()).zip(x.chunks_exact(planes.in_plane())) {
-        forward_plane::<R>(planes, x, y, column_fold, phases);
+        forward_plane::<R>(planes, x, y, column_fold, phases, folds);
     }
 }
 
-/// One plane, separably: for each output row, fold its window rows into `column_fold`, then
-/// fold each window's columns of that. Both inner loops run over contiguous outputs.
-fn forward_plane<R: Reduction>(planes: &Planes, x: &[f32], y: &mut [f32], column_fold: &mut [f32], phases: &mut [f32]) {
-    let width = planes.input.w;
-    for (oh, y_row) in y.chunks_exact_mut(planes.output.w).enumerate() {
+/// One plane, separably. For each output row, fold its window rows into `column_fold`,
+/// finish the edge windows from it, and split it by column phase into `phases` (phase `p` of
+/// row `oh` at `(p * out_h + oh) * row_lanes`). Then every inner window of the plane is folded
+/// over its window columns at once, in 8-lane vectors over all rows' lanes (even 13x13 planes
+/// give long vectors), and written out row by row.
+#[inline(always)]
+fn forward_plane<R: Reduction>(
+    planes: &Planes,
+    x: &[f32],
+    y: &mut [f32],
+    column_fold: &mut [f32],
+    phases: &mut [f32],
+    folds: &mut [f32],
+) {
+    let (width, out_width, row_lanes) = (planes.input.w, planes.output.w, planes.phase_len());
+    let phase_stride = planes.output.h * row_lanes;
+    let inner = planes.inner_cols.clone();
+    for (oh, y_row) in y.chunks_exact_mut(out_width).enumerate() {
         let rows = planes.rows(oh);
         column_fold.copy_from_slice(&x[rows.start * width..][..width]);
         for r in rows.start + 1..rows.end {
@@ -116,23 +139,36 @@ fn forward_plane<R: Reduction>(planes: &Planes, x: &[f32], y: &mut [f32], column
                 *acc = R::fold(*acc, v);
             }
         }
-        let inner = &mut y_row[planes.inner_cols.clone()];
         if !inner.is_empty() {
-            planes.split_phases(column_fold, phases, planes.phase_len());
-            let mut cells = planes.inner_cell_ranges();
-            inner.copy_from_slice(&phases[cells.next().expect("windows have a column")]);
-            for cell in cells {
-                for (out, &v) in inner.iter_mut().zip(&phases[cell]) {
-                    *out = R::fold(*out, v);
-                }
-            }
-            let cells = rows.len() * planes.geom.window_w;
-            inner.iter_mut().for_each(|out| *out = R::finish(*out, cells));
+            planes.split_phases(column_fold, &mut phases[oh * row_lanes..], phase_stride);
         }
         for ow in planes.edge_cols() {
             let cols = planes.cols(ow);
             let edge = &column_fold[cols.clone()];
             y_row[ow] = R::finish(edge[1..].iter().fold(edge[0], |acc, &v| R::fold(acc, v)), rows.len() * cols.len());
+        }
+    }
+    if inner.is_empty() {
+        return;
+    }
+    for (lane, out) in (0..).step_by(LANES).zip(folds.as_chunks_mut::<LANES>().0) {
+        let cell = |cells: Range<usize>| {
+            *phases[cells.start + lane..].first_chunk::<LANES>().expect("phases hold whole vectors")
+        };
+        let mut cells = planes.inner_cell_ranges(phase_stride);
+        let mut acc = cell(cells.next().expect("windows have a column"));
+        for start in cells {
+            let v = cell(start);
+            for l in 0..LANES {
+                acc[l] = R::fold(acc[l], v[l]);
+            }
+        }
+        *out = acc;
+    }
+    for (oh, (y_row, row_folds)) in y.chunks_exact_mut(out_width).zip(folds.chunks(row_lanes)).enumerate() {
+        let cells = planes.rows(oh).len() * planes.geom.window_w;
+        for (out, &acc) in y_row[inner.clone()].iter_mut().zip(row_folds) {
+            *out = R::finish(acc, cells);
         }
     }
 }

@@ -206,11 +206,12 @@ impl Planes {
     }
 
     /// For each window column `kw` in order, where that cell of every inner window lives in
-    /// the phases of a row: phase `kw % stride`, from offset `kw / stride`.
-    fn inner_cell_ranges(&self) -> impl ExactSizeIterator<Item = Range<usize>> + DoubleEndedIterator + use<> {
-        let (stride, len, windows) = (self.geom.stride_w, self.phase_len(), self.inner_cols.len());
+    /// split phases whose phase `p` starts at `p * phase_stride`: phase `kw % stride`, from
+    /// offset `kw / stride`.
+    fn inner_cell_ranges(&self, phase_stride: usize) -> impl Iterator<Item = Range<usize>> + use<> {
+        let (stride, windows) = (self.geom.stride_w, self.inner_cols.len());
         (0..self.geom.window_w).map(move |kw| {
-            let start = (kw % stride) * len + kw / stride;
+            let start = (kw % stride) * phase_stride + kw / stride;
             start..start + windows
         })
     }
@@ -315,7 +316,12 @@ fn beats(v: f32, best: f32) -> bool {
 /// The larger of `a` and `b`, or NaN if either is NaN: the value of the [`beats`] winner.
 #[inline(always)]
 fn max_or_nan(a: f32, b: f32) -> f32 {
-    if (a > b) | a.is_nan() { a } else { b }
+    // A NaN comes out as all-ones bits (a NaN) OR-ed over the larger, not as a select: in
+    // `*acc = max_or_nan(v, *acc)` loops LLVM turns a select that may keep `*acc` into masked
+    // stores, which are slow on AMD.
+    let larger = if a > b { a } else { b };
+    let unordered = u32::from(a.is_nan() | b.is_nan()).wrapping_neg();
+    f32::from_bits(larger.to_bits() | unordered)
 }
 
 /// The plane-local index of the first maximum of `rows x cols` in row-major order.
