@@ -110,7 +110,10 @@ impl Planes {
     /// The output windows outside the inner ones (clipped by padding or a ceil overhang), as
     /// `(oh, ow)` in row-major order.
     fn edge_windows(&self) -> impl Iterator<Item = (usize, usize)> {
-        (0..self.output.h).flat_map(move |oh| {
+        // Most geometries (AlexNet's) have none: skip the row walk then.
+        let all_inner = self.inner_rows.len() == self.output.h && self.inner_cols.len() == self.output.w;
+        let rows = if all_inner { 0..0 } else { 0..self.output.h };
+        rows.flat_map(move |oh| {
             let inner_row = self.inner_rows.contains(&oh);
             let whole_row = if inner_row { 0..0 } else { 0..self.output.w };
             let edges = inner_row.then(|| self.edge_cols()).into_iter().flatten();
