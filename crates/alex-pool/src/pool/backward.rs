@@ -69,12 +69,19 @@ pub fn pool_backward(
                 })
             })
         }
-        PoolKind::Avg => dx_dy.for_each(|(dx, dy)| {
-            with_scratch(&F32_SCRATCH, planes.input.w + planes.phases_len(), |scratch| {
-                let (spread, phases) = scratch.split_at_mut(planes.input.w);
-                avg_planes(planes, dy, dx, spread, phases)
+        PoolKind::Avg => {
+            let (row_lanes, lanes) = (planes.phase_len(), planes.output.h * planes.phase_len());
+            // All output rows' phases, plus room for the last vector of a cell's slice.
+            let phases_len = planes.geom.stride_w * lanes + row_lanes + LANES;
+            let shares_len = lanes.next_multiple_of(LANES);
+            dx_dy.for_each(|(dx, dy)| {
+                with_scratch(&F32_SCRATCH, planes.input.w + phases_len + shares_len, |scratch| {
+                    let (spread, rest) = scratch.split_at_mut(planes.input.w);
+                    let (phases, shares) = rest.split_at_mut(phases_len);
+                    avg_planes(planes, dy, dx, spread, phases, shares)
+                })
             })
-        }),
+        }
     }
     Ok(())
 }
@@ -189,37 +196,66 @@ fn max_edge_windows(planes: &Planes, x: &[f32], dy: &[f32], dx: &mut [f32]) {
 
 avx2_when_available! {
     /// Average pooling backward of consecutive planes.
-    fn avg_planes(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32], phases: &mut [f32]) => avg_planes_kernel
+    fn avg_planes(
+        planes: &Planes,
+        dy: &[f32],
+        dx: &mut [f32],
+        spread: &mut [f32],
+        phases: &mut [f32],
+        shares: &mut [f32],
+    ) => avg_planes_kernel
 }
 
 #[inline(always)]
-fn avg_planes_kernel(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32], phases: &mut [f32]) {
+fn avg_planes_kernel(
+    planes: &Planes,
+    dy: &[f32],
+    dx: &mut [f32],
+    spread: &mut [f32],
+    phases: &mut [f32],
+    shares: &mut [f32],
+) {
     for (dx, dy) in dx.chunks_exact_mut(planes.in_plane()).zip(dy.chunks_exact(planes.out_plane())) {
-        avg_plane(planes, dy, dx, spread, phases);
+        avg_plane(planes, dy, dx, spread, phases, shares);
     }
 }
 
-/// One plane, separably: spread an output row's shares over the columns into `spread` (the
-/// inner windows' shares through the column phases, one window column at a time), then add
-/// `spread` to each window row. Every inner loop runs over contiguous memory.
+/// One plane, separably. First every inner window's share (its gradient over its cell count)
+/// is added to each of its window columns in the column phases of its output row (phase `p`
+/// of row `oh` at `(p * out_h + oh) * row_lanes`), in 8-lane vectors over all rows' lanes.
+/// Then, row by row, the phases are merged into `spread` with the edge windows' shares, and
+/// `spread` is added to each window row. Every inner loop runs over contiguous memory.
 #[inline(always)]
-fn avg_plane(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32], phases: &mut [f32]) {
-    let (width, window) = (planes.input.w, planes.geom.window_w);
+fn avg_plane(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32], phases: &mut [f32], shares: &mut [f32]) {
+    let (width, out_width, window) = (planes.input.w, planes.output.w, planes.geom.window_w);
+    let (row_lanes, inner) = (planes.phase_len(), planes.inner_cols.clone());
+    let phase_stride = planes.output.h * row_lanes;
+    if !inner.is_empty() {
+        // Padding lanes must share nothing: their cells overlap the next row's.
+        shares.fill(0.0);
+        for (oh, (lanes_row, dy_row)) in shares.chunks_mut(row_lanes).zip(dy.chunks_exact(out_width)).enumerate() {
+            let cells = (planes.rows(oh).len() * window) as f32;
+            for (share, &g) in lanes_row.iter_mut().zip(&dy_row[inner.clone()]) {
+                *share = g / cells;
+            }
+        }
+        phases.fill(0.0);
+        for cells in planes.inner_cell_ranges(phase_stride) {
+            let targets = phases[cells.start..].as_chunks_mut::<LANES>().0;
+            for (target, share) in targets.iter_mut().zip(shares.as_chunks::<LANES>().0) {
+                for l in 0..LANES {
+                    target[l] += share[l];
+                }
+            }
+        }
+    }
     let mut zeroed = ZeroedRows::default();
-    for (oh, dy_row) in dy.chunks_exact(planes.output.w).enumerate() {
+    for (oh, dy_row) in dy.chunks_exact(out_width).enumerate() {
         let rows = planes.rows(oh);
         zeroed.up_to(rows.end, width, dx);
         spread.fill(0.0);
-        let inner_dy = &dy_row[planes.inner_cols.clone()];
-        if !inner_dy.is_empty() {
-            phases.fill(0.0);
-            let cells = (rows.len() * window) as f32;
-            for cell in planes.inner_cell_ranges(planes.phase_len()) {
-                for (p, &g) in phases[cell].iter_mut().zip(inner_dy) {
-                    *p += g / cells;
-                }
-            }
-            planes.merge_phases(phases, spread);
+        if !inner.is_empty() {
+            planes.merge_phases(&phases[oh * row_lanes..], spread, phase_stride);
         }
         for ow in planes.edge_cols() {
             let cols = planes.cols(ow);

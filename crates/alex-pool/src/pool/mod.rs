@@ -126,11 +126,7 @@ impl Planes {
         self.inner_cols.start * self.geom.stride_w - self.geom.pad_w
     }
 
-    /// Floats that [`Planes::split_phases`] needs for one row.
-    fn phases_len(&self) -> usize {
-        self.geom.stride_w * self.phase_len()
-    }
-
+    /// Values per column phase of a row: the inner windows plus the phase's overhang.
     fn phase_len(&self) -> usize {
         self.inner_cols.len() + (self.geom.window_w - 1) / self.geom.stride_w
     }
@@ -179,9 +175,10 @@ impl Planes {
         }
     }
 
-    /// The inverse of [`Planes::split_phases`]: writes the phases back into the inner part of
-    /// `row` (up to the row's end).
-    fn merge_phases(&self, phases: &[f32], row: &mut [f32]) {
+    /// The inverse of [`Planes::split_phases`]: writes the phases (phase `p` at
+    /// `phases[p * phase_stride..]`) back into the inner part of `row` (up to the row's end).
+    #[inline(always)]
+    fn merge_phases(&self, phases: &[f32], row: &mut [f32], phase_stride: usize) {
         let (stride, len) = (self.geom.stride_w, self.phase_len());
         let row = &mut row[self.inner_start()..];
         match stride {
@@ -190,7 +187,7 @@ impl Planes {
                 row[..n].copy_from_slice(&phases[..n]);
             }
             2 => {
-                let (even, odd) = phases.split_at(len);
+                let (even, odd) = (&phases[..len], &phases[phase_stride..][..len]);
                 for ((pair, &e), &o) in row.chunks_exact_mut(2).zip(even).zip(odd) {
                     (pair[0], pair[1]) = (e, o);
                 }
@@ -199,7 +196,8 @@ impl Planes {
                 }
             }
             _ => {
-                for (phase, from) in phases.chunks_exact(len).enumerate() {
+                for phase in 0..stride {
+                    let from = &phases[phase * phase_stride..][..len];
                     for (r, &v) in row.iter_mut().skip(phase).step_by(stride).zip(from) {
                         *r = v;
                     }
