@@ -312,6 +312,8 @@ fn resize_straight_to_chw_is_the_affine_map_of_the_resized_bytes() {
     let resize = ResizeCentreCrop { size: 32 };
     assert!(!resize.apply_region_chw(&image(80, 64, 3, 0), region, &mut buffers, affine, &mut out).unwrap());
     assert!(!resize.apply_region_chw(&image(20, 20, 1, 0), region, &mut buffers, affine, &mut out).unwrap());
+    let err = resize.apply_region_chw(&image(20, 20, 3, 0), region, &mut buffers, affine, &mut out[..5]);
+    assert!(err.unwrap_err().contains("needs 1200 output values, got 5"));
 }
 
 #[test]

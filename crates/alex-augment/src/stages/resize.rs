@@ -8,9 +8,11 @@
 //! output is bit-identical to that library's (tested against it). Doing it here lets a
 //! rectangle be computed with the weights of the whole image: `fast_image_resize` picks its
 //! fixed-point precision from the largest weight of whatever it computes, so its own
-//! cropped output can round differently from its whole output. The horizontal pass is an
-//! AVX2 gather kernel (picked at run time): `fast_image_resize`'s RGB horizontal pass
-//! stores pixels byte by byte and took ~60% of its time on 224 -> 256.
+//! cropped output can round differently from its whole output. The kernels are AVX2
+//! (picked at run time) for RGB: a byte-shuffle + multiply-add horizontal pass for two-tap
+//! filters (upscaling; `fast_image_resize`'s RGB horizontal pass stores pixels byte by
+//! byte and took ~60% of its time on 224 -> 256), a gather one for wider filters, and a
+//! 16-bit multiply-add vertical pass for two taps; scalar code otherwise.
 
 use crate::Image;
 
@@ -88,7 +90,8 @@ impl ResizeCentreCrop {
     /// for bit, as [`ResizeCentreCrop::apply_region`] followed by the fused pass, without
     /// writing and re-reading the bytes. Returns `Ok(false)` (and writes nothing) where
     /// this path has no kernel: not RGB, no AVX2, or a filter wider than two taps
-    /// (downscaling).
+    /// (downscaling), or fewer than 8 columns. An error for a region outside the image or
+    /// an `out` of the wrong length.
     pub fn apply_region_chw(
         &self,
         image: &Image,
@@ -97,7 +100,15 @@ impl ResizeCentreCrop {
         affine: ChwAffine,
         out: &mut [f32],
     ) -> Result<bool, String> {
-        assert_eq!(out.len(), 3 * region.width * region.height, "resize to CHW: output length");
+        if out.len() != 3 * region.width * region.height {
+            return Err(format!(
+                "a {}x{} RGB region needs {} output values, got {}",
+                region.width,
+                region.height,
+                3 * region.width * region.height,
+                out.len()
+            ));
+        }
         self.resample(image, region, buffers, Sink::Chw(affine, out))
     }
 
