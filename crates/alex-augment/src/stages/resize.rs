@@ -172,8 +172,22 @@ impl ResizeCentreCrop {
                 let plane = region.width * region.height;
                 let (p0, rest) = out.split_at_mut(plane);
                 let (p1, p2) = rest.split_at_mut(plane);
+                let w = region.width;
                 for y in 0..region.height {
-                    let w = region.width;
+                    // The output is usually a batch far larger than the caches: ask for the
+                    // next rows' lines with intent to write while this row is computed.
+                    if y + 2 < region.height {
+                        for p in [&*p0, &*p1, &*p2] {
+                            for line in p[(y + 2) * w..][..w].chunks(16) {
+                                // SAFETY: a prefetch of a valid address; SSE is part of x86-64.
+                                unsafe {
+                                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(
+                                        line.as_ptr().cast(),
+                                    )
+                                };
+                            }
+                        }
+                    }
                     let planes = [&mut p0[y * w..][..w], &mut p1[y * w..][..w], &mut p2[y * w..][..w]];
                     // SAFETY: `blocks` exists only when the CPU supports AVX2.
                     unsafe {
