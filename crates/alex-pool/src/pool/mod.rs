@@ -13,10 +13,11 @@
 //!   excluded), as PyTorch's `count_include_pad=False`; the backward spreads each gradient
 //!   evenly over the same cells.
 //!
-//! Kernels work an output row at a time with inner loops over the outputs of the row, so that
-//! the windows wholly inside the input's width (all but the edge columns) are computed as
-//! vectors: input rows are first split by column phase modulo the stride, which makes each
-//! window cell's values contiguous.
+//! The windows wholly inside the input (all but the edge ones) are computed as vectors: input
+//! rows (or, in the forward, rows already folded over the window rows) are split by column
+//! phase modulo the stride, which makes each window cell's values for all windows of a row
+//! contiguous, and the phases of all rows of a plane sit side by side, so one loop of 8-lane
+//! vectors covers every window of the plane. Edge windows are computed one by one.
 
 mod backward;
 mod forward;
