@@ -88,23 +88,28 @@ fn with_scratch<T: Copy + Default + 'static, R>(
     })
 }
 
-/// Defines `$name`, which runs the `#[inline(always)]` function `$kernel` from a copy compiled
-/// for AVX2 when the CPU has it (twice the vector width), else from the baseline (SSE2) copy.
-/// The kernels use no fused multiply-add, so both copies give bitwise the same results.
+/// Defines the function `$name` with the body given, compiled twice: for AVX2 (twice the
+/// vector width), run when the CPU has it, and for the baseline (SSE2). The kernels use no
+/// fused multiply-add, so both copies give bitwise the same results.
 macro_rules! avx2_when_available {
-    ($(#[$meta:meta])* fn $name:ident $(<$($g:ident: $bound:path),*>)? ($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident) => {
+    ($(#[$meta:meta])* fn $name:ident $(<$($g:ident: $bound:path),*>)? ($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         fn $name $(<$($g: $bound),*>)? ($($arg: $ty),*) {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn kernel $(<$($g: $bound),*>)? ($($arg: $ty),*) $body
+
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
                 fn avx2 $(<$($g: $bound),*>)? ($($arg: $ty),*) {
-                    $kernel $(::<$($g),*>)? ($($arg),*)
+                    kernel $(::<$($g),*>)? ($($arg),*)
                 }
                 // SAFETY: the CPU supports AVX2, as checked just above.
                 return unsafe { avx2 $(::<$($g),*>)? ($($arg),*) };
             }
-            $kernel $(::<$($g),*>)? ($($arg),*)
+            kernel $(::<$($g),*>)? ($($arg),*)
         }
     };
 }

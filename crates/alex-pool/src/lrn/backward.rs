@@ -109,52 +109,41 @@ avx2_when_available! {
         first: usize,
         dx: &mut [f32],
         ring: &mut [f32],
-    ) => backward_block_kernel
-}
-
-#[inline(always)]
-fn backward_block_kernel<P: InversePower>(
-    params: &LrnParams,
-    power: P,
-    cross: f32,
-    image: &Image<'_>,
-    first: usize,
-    dx: &mut [f32],
-    ring: &mut [f32],
-) {
-    let (plane, slots) = (image.plane, params.size);
-    // Channel j's ratio lives in ring slot j % n; a window spans at most n channels, so a
-    // slot is overwritten only once its channel has left every window still to come.
-    let mut next_ratio = params.window(first, image.channels).0;
-    for (i, dx) in (first..).zip(dx.chunks_exact_mut(plane)) {
-        let (lo, hi) = params.window(i, image.channels);
-        while next_ratio <= hi {
-            let slot = &mut ring[(next_ratio % slots) * plane..][..plane];
-            let (dy, y, s) = (
-                image.plane_of(image.dy, next_ratio),
-                image.plane_of(image.y, next_ratio),
-                image.plane_of(image.scale, next_ratio),
-            );
-            for (((r, &g), &b), &s) in slot.iter_mut().zip(dy).zip(y).zip(s) {
-                *r = g * b / s;
+    ) {
+        let (plane, slots) = (image.plane, params.size);
+        // Channel j's ratio lives in ring slot j % n; a window spans at most n channels, so a
+        // slot is overwritten only once its channel has left every window still to come.
+        let mut next_ratio = params.window(first, image.channels).0;
+        for (i, dx) in (first..).zip(dx.chunks_exact_mut(plane)) {
+            let (lo, hi) = params.window(i, image.channels);
+            while next_ratio <= hi {
+                let slot = &mut ring[(next_ratio % slots) * plane..][..plane];
+                let (dy, y, s) = (
+                    image.plane_of(image.dy, next_ratio),
+                    image.plane_of(image.y, next_ratio),
+                    image.plane_of(image.scale, next_ratio),
+                );
+                for (((r, &g), &b), &s) in slot.iter_mut().zip(dy).zip(y).zip(s) {
+                    *r = g * b / s;
+                }
+                next_ratio += 1;
             }
-            next_ratio += 1;
-        }
-        // The window sum goes through a small stack buffer, chunk by chunk: a plane-sized
-        // copy into `dx` would be a `memcpy` whose string-move path measured several times
-        // slower here once the tensors are out of cache.
-        let (x, dy, s) = (image.plane_of(image.x, i), image.plane_of(image.dy, i), image.plane_of(image.scale, i));
-        let mut sum = [0.0f32; CHUNK];
-        for (start, dx) in (0..).step_by(CHUNK).zip(dx.chunks_mut(CHUNK)) {
-            let sum = &mut sum[..dx.len()];
-            let slot = |j: usize| &ring[(j % slots) * plane + start..][..dx.len()];
-            sum.copy_from_slice(slot(lo));
-            for j in lo + 1..=hi {
-                sum.iter_mut().zip(slot(j)).for_each(|(t, &r)| *t += r);
-            }
-            let (x, dy, s) = (&x[start..][..dx.len()], &dy[start..][..dx.len()], &s[start..][..dx.len()]);
-            for ((((d, &t), &a), &g), &s) in dx.iter_mut().zip(&*sum).zip(x).zip(dy).zip(s) {
-                *d = g * power.of(s) - cross * a * t;
+            // The window sum goes through a small stack buffer, chunk by chunk: a plane-sized
+            // copy into `dx` would be a `memcpy` whose string-move path measured several times
+            // slower here once the tensors are out of cache.
+            let (x, dy, s) = (image.plane_of(image.x, i), image.plane_of(image.dy, i), image.plane_of(image.scale, i));
+            let mut sum = [0.0f32; CHUNK];
+            for (start, dx) in (0..).step_by(CHUNK).zip(dx.chunks_mut(CHUNK)) {
+                let sum = &mut sum[..dx.len()];
+                let slot = |j: usize| &ring[(j % slots) * plane + start..][..dx.len()];
+                sum.copy_from_slice(slot(lo));
+                for j in lo + 1..=hi {
+                    sum.iter_mut().zip(slot(j)).for_each(|(t, &r)| *t += r);
+                }
+                let (x, dy, s) = (&x[start..][..dx.len()], &dy[start..][..dx.len()], &s[start..][..dx.len()]);
+                for ((((d, &t), &a), &g), &s) in dx.iter_mut().zip(&*sum).zip(x).zip(dy).zip(s) {
+                    *d = g * power.of(s) - cross * a * t;
+                }
             }
         }
     }

@@ -65,34 +65,23 @@ avx2_when_available! {
         a: &[f32],
         scale: &mut [f32],
         y: &mut [f32],
-    ) => forward_plane_kernel
-}
-
-#[inline(always)]
-fn forward_plane_kernel<P: InversePower>(
-    power: P,
-    k: f32,
-    coefficient: f32,
-    window: &[f32],
-    a: &[f32],
-    scale: &mut [f32],
-    y: &mut [f32],
-) {
-    // The window sum goes through a small stack buffer, chunk by chunk, so that `scale` and
-    // `y` are each written once, right when computed.
-    let plane = a.len();
-    let mut sum = [0.0f32; CHUNK];
-    for (start, (scale, y)) in (0..).step_by(CHUNK).zip(scale.chunks_mut(CHUNK).zip(y.chunks_mut(CHUNK))) {
-        let sum = &mut sum[..y.len()];
-        let mut planes = window.chunks_exact(plane).map(|a_j| &a_j[start..][..y.len()]);
-        let first = planes.next().expect("an LRN window holds at least one channel");
-        sum.iter_mut().zip(first).for_each(|(t, &v)| *t = v * v);
-        for a_j in planes {
-            sum.iter_mut().zip(a_j).for_each(|(t, &v)| *t += v * v);
-        }
-        for (((y, s), &t), &v) in y.iter_mut().zip(scale).zip(&*sum).zip(&a[start..]) {
-            *s = k + coefficient * t;
-            *y = v * power.of(*s);
+    ) {
+        // The window sum goes through a small stack buffer, chunk by chunk, so that `scale` and
+        // `y` are each written once, right when computed.
+        let plane = a.len();
+        let mut sum = [0.0f32; CHUNK];
+        for (start, (scale, y)) in (0..).step_by(CHUNK).zip(scale.chunks_mut(CHUNK).zip(y.chunks_mut(CHUNK))) {
+            let sum = &mut sum[..y.len()];
+            let mut planes = window.chunks_exact(plane).map(|a_j| &a_j[start..][..y.len()]);
+            let first = planes.next().expect("an LRN window holds at least one channel");
+            sum.iter_mut().zip(first).for_each(|(t, &v)| *t = v * v);
+            for a_j in planes {
+                sum.iter_mut().zip(a_j).for_each(|(t, &v)| *t += v * v);
+            }
+            for (((y, s), &t), &v) in y.iter_mut().zip(scale).zip(&*sum).zip(&a[start..]) {
+                *s = k + coefficient * t;
+                *y = v * power.of(*s);
+            }
         }
     }
 }

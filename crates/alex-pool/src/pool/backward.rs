@@ -70,14 +70,11 @@ pub fn pool_backward(
             })
         }
         PoolKind::Avg => {
-            let (row_lanes, lanes) = (planes.phase_len(), planes.output.h * planes.phase_len());
-            // All output rows' phases, plus room for the last vector of a cell's slice.
-            let phases_len = planes.geom.stride_w * lanes + row_lanes + LANES;
-            let shares_len = lanes.next_multiple_of(LANES);
+            let row_phases = planes.row_phases();
             dx_dy.for_each(|(dx, dy)| {
-                with_scratch(&F32_SCRATCH, planes.input.w + phases_len + shares_len, |scratch| {
+                with_scratch(&F32_SCRATCH, planes.input.w + row_phases.len + row_phases.lanes, |scratch| {
                     let (spread, rest) = scratch.split_at_mut(planes.input.w);
-                    let (phases, shares) = rest.split_at_mut(phases_len);
+                    let (phases, shares) = rest.split_at_mut(row_phases.len);
                     avg_planes(planes, dy, dx, spread, phases, shares)
                 })
             })
@@ -120,19 +117,16 @@ impl Planes {
 
 avx2_when_available! {
     /// Max pooling backward of consecutive planes.
-    fn max_planes(planes: &Planes, scratch: &mut MaxScratch<'_>, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) => max_planes_kernel
-}
-
-#[inline(always)]
-fn max_planes_kernel(planes: &Planes, scratch: &mut MaxScratch<'_>, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
-    let (in_plane, out_plane) = (planes.in_plane(), planes.out_plane());
-    let each = dx.chunks_exact_mut(in_plane).zip(x.chunks_exact(in_plane));
-    for ((dx, x), (y, dy)) in each.zip(y.chunks_exact(out_plane).zip(dy.chunks_exact(out_plane))) {
-        dx.fill(0.0);
-        if !planes.inner_rows.is_empty() && !planes.inner_cols.is_empty() {
-            max_inner_windows(planes, scratch, x, y, dy, dx);
+    fn max_planes(planes: &Planes, scratch: &mut MaxScratch<'_>, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let (in_plane, out_plane) = (planes.in_plane(), planes.out_plane());
+        let each = dx.chunks_exact_mut(in_plane).zip(x.chunks_exact(in_plane));
+        for ((dx, x), (y, dy)) in each.zip(y.chunks_exact(out_plane).zip(dy.chunks_exact(out_plane))) {
+            dx.fill(0.0);
+            if !planes.inner_rows.is_empty() && !planes.inner_cols.is_empty() {
+                max_inner_windows(planes, scratch, x, y, dy, dx);
+            }
+            max_edge_windows(planes, x, dy, dx);
         }
-        max_edge_windows(planes, x, dy, dx);
     }
 }
 
@@ -203,20 +197,10 @@ avx2_when_available! {
         spread: &mut [f32],
         phases: &mut [f32],
         shares: &mut [f32],
-    ) => avg_planes_kernel
-}
-
-#[inline(always)]
-fn avg_planes_kernel(
-    planes: &Planes,
-    dy: &[f32],
-    dx: &mut [f32],
-    spread: &mut [f32],
-    phases: &mut [f32],
-    shares: &mut [f32],
-) {
-    for (dx, dy) in dx.chunks_exact_mut(planes.in_plane()).zip(dy.chunks_exact(planes.out_plane())) {
-        avg_plane(planes, dy, dx, spread, phases, shares);
+    ) {
+        for (dx, dy) in dx.chunks_exact_mut(planes.in_plane()).zip(dy.chunks_exact(planes.out_plane())) {
+            avg_plane(planes, dy, dx, spread, phases, shares);
+        }
     }
 }
 
@@ -229,7 +213,7 @@ fn avg_planes_kernel(
 fn avg_plane(planes: &Planes, dy: &[f32], dx: &mut [f32], spread: &mut [f32], phases: &mut [f32], shares: &mut [f32]) {
     let (width, out_width, window) = (planes.input.w, planes.output.w, planes.geom.window_w);
     let (row_lanes, inner) = (planes.phase_len(), planes.inner_cols.clone());
-    let phase_stride = planes.output.h * row_lanes;
+    let phase_stride = planes.row_phases().stride;
     if !inner.is_empty() {
         // Padding lanes must share nothing: their cells overlap the next row's.
         shares.fill(0.0);

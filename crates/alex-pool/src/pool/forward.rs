@@ -75,14 +75,11 @@ impl Reduction for Mean {
 
 fn forward<R: Reduction>(planes: &Planes, x: &[f32], y: &mut [f32]) {
     let tasks = planes.planes_per_task();
-    let (row_lanes, lanes) = (planes.phase_len(), planes.output.h * planes.phase_len());
-    // All output rows' phases, plus room for the last vector of a cell's slice.
-    let phases_len = planes.geom.stride_w * lanes + row_lanes + LANES;
-    let folds_len = lanes.next_multiple_of(LANES);
+    let row_phases = planes.row_phases();
     y.par_chunks_mut(tasks * planes.out_plane()).zip(x.par_chunks(tasks * planes.in_plane())).for_each(|(y, x)| {
-        with_scratch(&F32_SCRATCH, planes.input.w + phases_len + folds_len, |scratch| {
+        with_scratch(&F32_SCRATCH, planes.input.w + row_phases.len + row_phases.lanes, |scratch| {
             let (column_fold, rest) = scratch.split_at_mut(planes.input.w);
-            let (phases, folds) = rest.split_at_mut(phases_len);
+            let (phases, folds) = rest.split_at_mut(row_phases.len);
             forward_planes::<R>(planes, x, y, column_fold, phases, folds)
         })
     });
@@ -97,20 +94,10 @@ avx2_when_available! {
         column_fold: &mut [f32],
         phases: &mut [f32],
         folds: &mut [f32],
-    ) => forward_planes_kernel
-}
-
-#[inline(always)]
-fn forward_planes_kernel<R: Reduction>(
-    planes: &Planes,
-    x: &[f32],
-    y: &mut [f32],
-    column_fold: &mut [f32],
-    phases: &mut [f32],
-    folds: &mut [f32],
-) {
-    for (y, x) in y.chunks_exact_mut(planes.out_plane()).zip(x.chunks_exact(planes.in_plane())) {
-        forward_plane::<R>(planes, x, y, column_fold, phases, folds);
+    ) {
+        for (y, x) in y.chunks_exact_mut(planes.out_plane()).zip(x.chunks_exact(planes.in_plane())) {
+            forward_plane::<R>(planes, x, y, column_fold, phases, folds);
+        }
     }
 }
 
@@ -129,7 +116,7 @@ fn forward_plane<R: Reduction>(
     folds: &mut [f32],
 ) {
     let (width, out_width, row_lanes) = (planes.input.w, planes.output.w, planes.phase_len());
-    let phase_stride = planes.output.h * row_lanes;
+    let phase_stride = planes.row_phases().stride;
     let inner = planes.inner_cols.clone();
     for (oh, y_row) in y.chunks_exact_mut(out_width).enumerate() {
         let rows = planes.rows(oh);

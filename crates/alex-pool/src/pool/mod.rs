@@ -127,6 +127,19 @@ impl Planes {
         self.inner_cols.start * self.geom.stride_w - self.geom.pad_w
     }
 
+    /// The layout of every output row's column phases side by side, as the forward and the
+    /// average backward keep them (phase `p` of row `oh` at `p * stride + oh * phase_len`):
+    /// the phase stride, the floats to hold them plus the last vector of a cell's slice, and
+    /// the lanes of all rows rounded up to whole vectors.
+    fn row_phases(&self) -> RowPhases {
+        let stride = self.output.h * self.phase_len();
+        RowPhases {
+            stride,
+            len: self.geom.stride_w * stride + self.phase_len() + LANES,
+            lanes: stride.next_multiple_of(LANES),
+        }
+    }
+
     /// Values per column phase of a row: the inner windows plus the phase's overhang.
     fn phase_len(&self) -> usize {
         self.inner_cols.len() + (self.geom.window_w - 1) / self.geom.stride_w
@@ -287,6 +300,13 @@ impl Planes {
             }
         }
     }
+}
+
+/// See [`Planes::row_phases`].
+struct RowPhases {
+    stride: usize,
+    len: usize,
+    lanes: usize,
 }
 
 /// The windows along one axis that lie wholly inside the input (no padding, no ceil overhang).
