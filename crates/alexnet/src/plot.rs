@@ -36,49 +36,44 @@ pub fn plot_curves(records: &[EpochRecord], path: &Path) -> Result<()> {
     root.fill(&WHITE).map_err(plot_err)?;
     let (left, right) = root.split_horizontally(600);
     let epochs = records.iter().map(|r| r.epoch).max().unwrap_or(1).max(1) as f64;
+    let series = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+        records.iter().filter_map(|r| f(r).map(|y| (r.epoch as f64, y))).collect()
+    };
 
     let losses: Vec<f64> =
         records.iter().flat_map(|r| std::iter::once(r.train.loss).chain(r.val.map(|v| v.loss))).collect();
     let loss_max = losses.iter().copied().filter(|l| l.is_finite()).fold(0.1f64, f64::max) * 1.05;
-    let mut chart = ChartBuilder::on(&left)
-        .caption("loss", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(52)
-        .build_cartesian_2d(0f64..epochs, 0f64..loss_max)
-        .map_err(plot_err)?;
-    chart.configure_mesh().x_desc("epoch").y_desc("cross-entropy").draw().map_err(plot_err)?;
-    let series = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
-        records.iter().filter_map(|r| f(r).map(|y| (r.epoch as f64, y))).collect()
-    };
-    let lines: [Line; 2] =
+    let loss_lines =
         [("train", BLUE, series(&|r| Some(r.train.loss))), ("validation", RED, series(&|r| r.val.map(|v| v.loss)))];
-    for (label, color, points) in lines {
-        if points.is_empty() {
-            continue;
-        }
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(plot_err)?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-    }
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(plot_err)?;
+    draw_panel(&left, ("loss", "cross-entropy"), epochs, loss_max, loss_lines)?;
 
-    let mut chart = ChartBuilder::on(&right)
-        .caption("error (%)", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(52)
-        .build_cartesian_2d(0f64..epochs, 0f64..100f64)
-        .map_err(plot_err)?;
-    chart.configure_mesh().x_desc("epoch").y_desc("error %").draw().map_err(plot_err)?;
-    let lines: [Line; 4] = [
+    let error_lines = [
         ("train top-1", BLUE, series(&|r| Some(100.0 * r.train.top1_error))),
         ("train top-5", CYAN, series(&|r| Some(100.0 * r.train.top5_error))),
         ("val top-1", RED, series(&|r| r.val.map(|v| 100.0 * v.top1_error))),
         ("val top-5", MAGENTA, series(&|r| r.val.map(|v| 100.0 * v.top5_error))),
     ];
+    draw_panel(&right, ("error (%)", "error %"), epochs, 100.0, error_lines)?;
+    root.present().map_err(plot_err)
+}
+
+/// One chart, `(caption, y axis)`, over epochs `0..epochs` and values `0..y_max`, with a legend
+/// for its non-empty lines.
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    (caption, y_desc): (&str, &str),
+    epochs: f64,
+    y_max: f64,
+    lines: impl IntoIterator<Item = Line>,
+) -> Result<()> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0f64..epochs, 0f64..y_max)
+        .map_err(plot_err)?;
+    chart.configure_mesh().x_desc("epoch").y_desc(y_desc).draw().map_err(plot_err)?;
     for (label, color, points) in lines {
         if points.is_empty() {
             continue;
@@ -90,7 +85,7 @@ pub fn plot_curves(records: &[EpochRecord], path: &Path) -> Result<()> {
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(plot_err)?;
-    root.present().map_err(plot_err)
+    Ok(())
 }
 
 #[cfg(test)]
