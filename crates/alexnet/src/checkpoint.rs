@@ -176,15 +176,17 @@ pub struct TrainingState {
 }
 
 impl TrainingState {
-    /// A state record for a checkpoint named `stem`.
-    pub fn new(stem: &str, epochs_done: usize, step: u64, scheduler: LrScheduler, seed: u64) -> Self {
+    /// The state record of a checkpoint whose data continue at `at` (batch 0: an epoch's
+    /// end; `at.epoch` epochs are done either way), named [`CheckpointDir::stem`]`(at)`.
+    pub fn new(at: DataPosition, step: u64, scheduler: LrScheduler, seed: u64) -> Self {
+        let stem = CheckpointDir::stem(at);
         Self {
             format: STATE_FORMAT.into(),
-            epochs_done,
+            epochs_done: at.epoch,
             step,
             scheduler,
             seed,
-            data: DataPosition { epoch: epochs_done, batch: 0 },
+            data: at,
             partial_epoch: None,
             best_val_error: None,
             weights: format!("{stem}.safetensors"),
@@ -399,13 +401,7 @@ mod tests {
         let ckpts = CheckpointDir::new(dir.path().join("checkpoints"), 2).unwrap();
         let sched = LrScheduler::new(Schedule::Constant, 0.1, 5).unwrap();
         for epoch in 1..=4 {
-            let state = TrainingState::new(
-                &CheckpointDir::stem(DataPosition { epoch, batch: 0 }),
-                epoch,
-                epoch as u64 * 7,
-                sched.clone(),
-                42,
-            );
+            let state = TrainingState::new(DataPosition { epoch, batch: 0 }, epoch as u64 * 7, sched.clone(), 42);
             let ckpt = Checkpoint { weights: tensors(), momentum: tensors(), state, metadata: HashMap::new() };
             ckpts.save(&ckpt, epoch == 2).unwrap();
         }

@@ -499,14 +499,8 @@ impl<B: Backend> Trainer<B> {
         partial_epoch: Option<PartialEpoch>,
         is_best: bool,
     ) -> Result<PathBuf> {
-        let mut state = TrainingState::new(
-            &CheckpointDir::stem(at),
-            self.epochs_done,
-            self.step,
-            self.scheduler.clone(),
-            self.config.seed,
-        );
-        state.data = at;
+        assert_eq!(at.epoch, self.epochs_done, "a checkpoint's data continue in the epoch after those done");
+        let mut state = TrainingState::new(at, self.step, self.scheduler.clone(), self.config.seed);
         state.partial_epoch = partial_epoch;
         state.best_val_error = self.best_val_error;
         let ckpt = Checkpoint {

@@ -79,8 +79,11 @@ fn assert_same_run(runs: &Path, a: &Trainer<CpuBackend>, a_name: &str, b: &Train
     assert_eq!(last_a.val, last_b.val);
 }
 
+/// Runs resumed at an epoch's end, and inside an epoch (stopped there by the step limit, after
+/// checkpointing at every step: it resumes at the next batch, with the epoch's metrics so
+/// far), both end exactly where an uninterrupted run ends.
 #[test]
-fn resume_is_bit_exact() {
+fn resumed_runs_are_bit_exact() {
     let runs = tempfile::tempdir().unwrap();
     let mut straight = Trainer::new(small_config(runs.path(), "straight", 2), backend()).unwrap();
     straight.fit(&mut Silent).unwrap();
@@ -91,18 +94,7 @@ fn resume_is_bit_exact() {
     let mut resumed = Trainer::resume(&runs.path().join("split"), backend(), Some(2)).unwrap();
     assert_eq!((resumed.epochs_done(), resumed.step()), (1, 12));
     resumed.fit(&mut Silent).unwrap();
-
     assert_same_run(runs.path(), &straight, "straight", &resumed, "split");
-}
-
-/// A run stopped inside an epoch (here by the step limit, after checkpointing at every step)
-/// resumes at the next batch of that epoch, with its metrics so far, and ends exactly where an
-/// uninterrupted run ends.
-#[test]
-fn resume_inside_an_epoch_is_bit_exact() {
-    let runs = tempfile::tempdir().unwrap();
-    let mut straight = Trainer::new(small_config(runs.path(), "straight", 2), backend()).unwrap();
-    straight.fit(&mut Silent).unwrap();
 
     let mut config = small_config(runs.path(), "crashed", 2);
     config.optim.max_steps = Some(17);
@@ -119,7 +111,6 @@ fn resume_inside_an_epoch_is_bit_exact() {
     let mut resumed = Trainer::resume(&runs.path().join("crashed"), backend(), None).unwrap();
     assert_eq!((resumed.epochs_done(), resumed.step()), (1, 17));
     resumed.fit(&mut Silent).unwrap();
-
     assert_same_run(runs.path(), &straight, "straight", &resumed, "crashed");
 }
 
