@@ -72,10 +72,7 @@ fn small_conv_net_train_step(bencher: Bencher<'_, '_>) {
     let (images, labels) = net.synthetic_batch(0);
     let step = alex_core::SgdStep { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 };
     bencher.counter(ItemsCount::new(net.batch)).bench_local(|| {
-        tape.reset();
-        let loss = net.loss(&mut tape, &mut store, &images, &labels, 0).unwrap();
-        tape.backward(loss, &mut store).unwrap();
-        store.sgd_step(&step).unwrap();
+        net.train_step(&mut tape, &mut store, &images, &labels, 0, &step).unwrap();
     });
 }
 

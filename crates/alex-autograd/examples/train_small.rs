@@ -29,11 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     for i in 0..50u64 {
         let (images, labels) = net.synthetic_batch(i);
-        tape.reset();
-        let loss = net.loss(&mut tape, &mut store, &images, &labels, i)?;
-        let value = tape.scalar(loss)?;
-        tape.backward(loss, &mut store)?;
-        store.sgd_step(&step)?;
+        let value = net.train_step(&mut tape, &mut store, &images, &labels, i, &step)?;
         if i % 5 == 0 || i == 49 {
             let stats = tape.pool_stats();
             println!(

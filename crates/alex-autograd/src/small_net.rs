@@ -1,6 +1,6 @@
 //! A small AlexNet-shaped network for examples, benchmarks and memory tests.
 
-use alex_core::{Backend, BatchNormParams, Conv2dGeom, LrnParams, PoolGeom, Rounding};
+use alex_core::{Backend, BatchNormParams, Conv2dGeom, LrnParams, PoolGeom, Rounding, SgdStep};
 
 use crate::conformance::uniform_data;
 use crate::error::Result;
@@ -73,6 +73,25 @@ impl SmallConvNet {
     ) -> Result<Tensor> {
         let logits = self.logits(tape, store, images, dropout_seed)?;
         tape.softmax_cross_entropy(logits, labels)
+    }
+
+    /// One SGD training step on a batch (the tape is reset first): forward, backward, update.
+    /// Returns the batch's mean loss.
+    pub fn train_step<B: Backend>(
+        &self,
+        tape: &mut Tape<B>,
+        store: &mut ParamStore<B>,
+        images: &[f32],
+        labels: &[usize],
+        dropout_seed: u64,
+        step: &SgdStep,
+    ) -> Result<f32> {
+        tape.reset();
+        let loss = self.loss(tape, store, images, labels, dropout_seed)?;
+        let value = tape.scalar(loss)?;
+        tape.backward(loss, store)?;
+        store.sgd_step(step)?;
+        Ok(value)
     }
 
     /// The class scores of a batch.

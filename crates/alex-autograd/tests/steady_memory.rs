@@ -25,11 +25,7 @@ fn fifty_steps_allocate_nothing_after_warm_up() {
     let mut losses = Vec::new();
     for i in 0..50u64 {
         let (images, labels) = net.synthetic_batch(i);
-        tape.reset();
-        let loss = net.loss(&mut tape, &mut store, &images, &labels, i).unwrap();
-        losses.push(tape.scalar(loss).unwrap());
-        tape.backward(loss, &mut store).unwrap();
-        store.sgd_step(&step).unwrap();
+        losses.push(net.train_step(&mut tape, &mut store, &images, &labels, i, &step).unwrap());
         allocations.push(tape.pool_stats().allocations);
         rss.push(peak_rss_kib());
     }

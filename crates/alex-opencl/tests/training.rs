@@ -18,13 +18,8 @@ fn losses<B: Backend>(backend: B, steps: u64) -> Vec<f32> {
     let step = SgdStep { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 };
     (0..steps)
         .map(|s| {
-            tape.reset();
             let (images, labels) = net.synthetic_batch(s);
-            let loss = net.loss(&mut tape, &mut store, &images, &labels, 100 + s).unwrap();
-            let value = tape.scalar(loss).unwrap();
-            tape.backward(loss, &mut store).unwrap();
-            store.sgd_step(&step).unwrap();
-            value
+            net.train_step(&mut tape, &mut store, &images, &labels, 100 + s, &step).unwrap()
         })
         .collect()
 }
