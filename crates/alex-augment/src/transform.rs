@@ -259,12 +259,24 @@ impl Transform {
         rng: &mut impl rand::Rng,
         scratch: &'s mut Scratch,
     ) -> Result<(&'s Image, Plan), String> {
+        let plan = self.decode_and_plan(raw, rng, scratch)?;
+        self.finish_views(plan, scratch)
+    }
+
+    /// Decodes `raw` into `scratch.decoded` and draws its plan for the image the views are
+    /// cut from (the resized `size` x `size` one, when resizing).
+    fn decode_and_plan(&self, raw: RawSample, rng: &mut impl rand::Rng, scratch: &mut Scratch) -> Result<Plan, String> {
         self.decode_into(raw, &mut scratch.decoded)?;
-        let Some(resize) = self.resize else {
-            let plan = self.plan(scratch.decoded.width, scratch.decoded.height, rng)?;
-            return Ok((&scratch.decoded, plan));
-        };
-        let mut plan = self.plan(resize.size, resize.size, rng)?;
+        match self.resize {
+            Some(resize) => self.plan(resize.size, resize.size, rng),
+            None => self.plan(scratch.decoded.width, scratch.decoded.height, rng),
+        }
+    }
+
+    /// The image the views of `plan` are cut from, and the plan in its coordinates: the
+    /// decoded image itself, or the resized rectangle the views cover.
+    fn finish_views<'s>(&self, mut plan: Plan, scratch: &'s mut Scratch) -> Result<(&'s Image, Plan), String> {
+        let Some(resize) = self.resize else { return Ok((&scratch.decoded, plan)) };
         self.resize_views(resize, &mut plan, scratch)?;
         Ok((&scratch.resized, plan))
     }
@@ -320,32 +332,33 @@ impl Transform {
         scratch: &mut Scratch,
         out: &mut [f32],
     ) -> Result<(), String> {
-        let Some(resize) = self.resize else {
-            let (image, plan) = self.prepare_views(raw, rng, scratch)?;
-            self.write_fused(image, &plan, out);
+        let plan = self.decode_and_plan(raw, rng, scratch)?;
+        if self.write_chw_directly(&plan, scratch, out)? {
             return Ok(());
-        };
-        self.decode_into(raw, &mut scratch.decoded)?;
-        let mut plan = self.plan(resize.size, resize.size, rng)?;
-        // One RGB view inside the image, per-channel normalisation: the resize writes the
-        // normalised CHW floats itself, the same values as resize-then-fused-pass.
-        if let ([w], 3, None) = (&plan.windows[..], scratch.decoded.channels, &self.normalize.mean_image)
-            && w.left >= 0
-            && w.top >= 0
-        {
-            let region = Region { left: w.left as usize, top: w.top as usize, width: w.width, height: w.height };
-            let affine = self.affine(&plan, 3);
-            let chw = ChwAffine { scale: affine.scale, bias: affine.bias, flip: w.flip };
-            if region.left + region.width <= resize.size
-                && region.top + region.height <= resize.size
-                && resize.apply_region_chw(&scratch.decoded, region, &mut scratch.resize, chw, out)?
-            {
-                return Ok(());
-            }
         }
-        self.resize_views(resize, &mut plan, scratch)?;
-        self.write_fused(&scratch.resized, &plan, out);
+        let (image, plan) = self.finish_views(plan, scratch)?;
+        self.write_fused(image, &plan, out);
         Ok(())
+    }
+
+    /// One RGB view inside the resized image, per-channel normalisation: the resize writes the
+    /// normalised CHW floats itself, the same values as resize-then-fused-pass. Returns
+    /// whether it did (otherwise `out` is untouched).
+    fn write_chw_directly(&self, plan: &Plan, scratch: &mut Scratch, out: &mut [f32]) -> Result<bool, String> {
+        let Some(resize) = self.resize else { return Ok(false) };
+        let ([w], 3, None) = (&plan.windows[..], scratch.decoded.channels, &self.normalize.mean_image) else {
+            return Ok(false);
+        };
+        if w.left < 0 || w.top < 0 {
+            return Ok(false);
+        }
+        let region = Region { left: w.left as usize, top: w.top as usize, width: w.width, height: w.height };
+        if region.left + region.width > resize.size || region.top + region.height > resize.size {
+            return Ok(false);
+        }
+        let affine = self.affine(plan, 3);
+        let chw = ChwAffine { scale: affine.scale, bias: affine.bias, flip: w.flip };
+        resize.apply_region_chw(&scratch.decoded, region, &mut scratch.resize, chw, out)
     }
 
     /// The fused write of `plan`'s views of a prepared `image` into `out`.
