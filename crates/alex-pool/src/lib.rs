@@ -66,7 +66,7 @@ pub use lrn::{lrn_backward, lrn_forward};
 pub use pool::{pool_backward, pool_forward};
 
 thread_local! {
-    /// Per-thread working memory of the kernels (a row of pooling folds, LRN's ring of planes).
+    /// Per-thread working memory of the kernels (a plane's pooling phases, LRN's ring of planes).
     static F32_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Per-thread working memory for plane-local indices (max pooling's first maxima of a row).
     static U32_SCRATCH: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
