@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use alex_autograd::{CpuBackend, Tape};
-use alex_core::{Backend, SgdStep, rng};
 use alexnet::{Architecture, Model, Preset};
+use alexnet_autograd::{CpuBackend, Tape};
+use alexnet_core::{Backend, SgdStep, rng};
 
 const STEPS: usize = 20;
 const BATCH: usize = 8;
@@ -44,7 +44,7 @@ fn losses<B: Backend>(backend: Arc<B>) -> Vec<f32> {
 
 #[test]
 fn mini_on_opencl_tracks_cpu_for_twenty_steps() {
-    let Some(opencl) = alex_opencl::test_backend() else { return };
+    let Some(opencl) = alexnet_opencl::test_backend() else { return };
     let cpu = losses(Arc::new(CpuBackend::new()));
     let gpu = losses(Arc::new(opencl));
     assert!(cpu.iter().all(|l| l.is_finite()), "CPU losses {cpu:?}");

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use alex_autograd::Tape;
-use alex_core::Backend;
 use alexnet::{Architecture, Model, Preset};
+use alexnet_autograd::Tape;
+use alexnet_core::Backend;
 use clap::Args;
 
 use crate::{AnyResult, BackendArgs, make_backend};
@@ -39,7 +39,7 @@ pub fn run(args: BenchArgs) -> AnyResult {
 }
 
 fn synthetic(len: usize, seed: u64) -> Vec<f32> {
-    (0..len as u64).map(|i| alex_core::rng::uniform(seed, i) * 2.0 - 1.0).collect()
+    (0..len as u64).map(|i| alexnet_core::rng::uniform(seed, i) * 2.0 - 1.0).collect()
 }
 
 fn bench_on<B: Backend + 'static>(backend: Arc<B>, args: &BenchArgs) -> AnyResult {
@@ -59,7 +59,7 @@ fn bench_on<B: Backend + 'static>(backend: Arc<B>, args: &BenchArgs) -> AnyResul
     let n = args.batch;
     let x = synthetic(n * c * h * w, 2);
     let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
-    let step = alex_core::SgdStep { lr: 1e-4, momentum: 0.9, weight_decay: 5e-4 };
+    let step = alexnet_core::SgdStep { lr: 1e-4, momentum: 0.9, weight_decay: 5e-4 };
     let mut tape = Tape::train(backend.clone());
     let mut times = Vec::new();
     for i in 0..=args.steps {

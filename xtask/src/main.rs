@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use alex_autograd::CpuBackend;
-use alex_core::Backend;
 use alexnet::{Architecture, BackendKind, Preset, RunConfig, Trainer};
+use alexnet_autograd::CpuBackend;
+use alexnet_core::Backend;
 use clap::{Args, Parser, Subcommand};
 
 /// AlexNet (Krizhevsky et al. 2012) in Rust: train, evaluate, predict, inspect, benchmark.
@@ -245,7 +245,7 @@ fn run(cli: Cli) -> AnyResult {
 /// A backend chosen at run time.
 enum AnyBackend {
     Cpu(Arc<CpuBackend>),
-    OpenCl(Arc<alex_opencl::OpenClBackend>),
+    OpenCl(Arc<alexnet_opencl::OpenClBackend>),
 }
 
 fn make_backend(args: &BackendArgs, default: BackendKind) -> AnyResult<AnyBackend> {
@@ -259,10 +259,10 @@ fn make_backend(args: &BackendArgs, default: BackendKind) -> AnyResult<AnyBacken
         }
         BackendKind::Opencl => {
             let selector = match args.device {
-                Some(i) => alex_opencl::DeviceSelector::Index(i),
-                None => alex_opencl::DeviceSelector::Default,
+                Some(i) => alexnet_opencl::DeviceSelector::Index(i),
+                None => alexnet_opencl::DeviceSelector::Default,
             };
-            let backend = alex_opencl::OpenClBackend::new(&selector)
+            let backend = alexnet_opencl::OpenClBackend::new(&selector)
                 .map_err(|e| format!("{e}; install an OpenCL driver (e.g. pocl-opencl-icd) or use --backend cpu"))?;
             Ok(AnyBackend::OpenCl(Arc::new(backend)))
         }
@@ -439,7 +439,7 @@ fn predict(args: PredictArgs, any: AnyBackend) -> AnyResult {
 }
 
 fn devices() -> AnyResult {
-    match alex_opencl::list_devices() {
+    match alexnet_opencl::list_devices() {
         Ok(list) if list.is_empty() => println!("no OpenCL devices"),
         Ok(list) => {
             for d in list {

@@ -13,9 +13,9 @@ use crate::schedule::Schedule;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
-    /// The CPU backend of `alex-autograd`.
+    /// The CPU backend of `alexnet-autograd`.
     Cpu,
-    /// The OpenCL backend of `alex-opencl`.
+    /// The OpenCL backend of `alexnet-opencl`.
     Opencl,
 }
 

@@ -1,14 +1,14 @@
 //! Opening a run's data: the layout of a folder is detected (IDX files, CIFAR-10 binaries,
 //! or ImageNet-style class folders), a validation split is held out when asked, and each
-//! split gets its `alex-augment` loader with the matching transform.
+//! split gets its `alexnet-augment` loader with the matching transform.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use alex_augment::{
+use alexnet_augment::{
     Channels, ColourStats, Decode, Loader, Normalize, PcaNoise, ResizeCentreCrop, Source, StatsOptions, Transform,
 };
-use alex_core::rng::mix64;
+use alexnet_core::rng::mix64;
 
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
@@ -69,7 +69,7 @@ impl Source for Subset {
     fn class_names(&self) -> &[String] {
         self.inner.class_names()
     }
-    fn read(&self, index: usize) -> Result<alex_augment::RawSample, String> {
+    fn read(&self, index: usize) -> Result<alexnet_augment::RawSample, String> {
         self.inner.read(self.indices[index])
     }
     fn describe(&self, index: usize) -> String {
@@ -132,18 +132,18 @@ const FASHION_MNIST_NORM: ([f32; 1], [f32; 1]) = ([0.2860], [0.3530]);
 const CIFAR10_NORM: ([f32; 3], [f32; 3]) = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]);
 
 fn open_split(format: DataFormat, dir: &Path, test: bool) -> Result<Arc<dyn Source>> {
-    let wrap = |e: alex_augment::Error| Error::config(format!("{}: {e}", dir.display()));
+    let wrap = |e: alexnet_augment::Error| Error::config(format!("{}: {e}", dir.display()));
     Ok(match format {
         DataFormat::Idx => {
-            let fm = alex_augment::fashion_mnist(dir).map_err(wrap)?;
+            let fm = alexnet_augment::fashion_mnist(dir).map_err(wrap)?;
             Arc::new(if test { fm.test } else { fm.train })
         }
         DataFormat::Cifar10 => Arc::new(if test {
-            alex_augment::Cifar10Bin::test(dir).map_err(wrap)?
+            alexnet_augment::Cifar10Bin::test(dir).map_err(wrap)?
         } else {
-            alex_augment::Cifar10Bin::train(dir).map_err(wrap)?
+            alexnet_augment::Cifar10Bin::train(dir).map_err(wrap)?
         }),
-        DataFormat::ImageFolder => Arc::new(alex_augment::ImageFolder::open(dir).map_err(wrap)?),
+        DataFormat::ImageFolder => Arc::new(alexnet_augment::ImageFolder::open(dir).map_err(wrap)?),
     })
 }
 
@@ -227,17 +227,17 @@ impl Datasets {
                 let mut train = Transform::imagenet_train(pca);
                 train.decode = decode;
                 train.resize = Some(resize);
-                if let alex_augment::Augment::Train { crop, .. } = &mut train.augment {
+                if let alexnet_augment::Augment::Train { crop, .. } = &mut train.augment {
                     crop.size = h;
                 }
                 if !d.augment {
-                    train.augment = alex_augment::Augment::Centre(alex_augment::CentreCrop { size: h });
+                    train.augment = alexnet_augment::Augment::Centre(alexnet_augment::CentreCrop { size: h });
                 }
                 train.normalize = normalize.clone();
                 let mut eval = Transform::imagenet_eval(false);
                 eval.decode = decode;
                 eval.resize = Some(resize);
-                eval.augment = alex_augment::Augment::Centre(alex_augment::CentreCrop { size: h });
+                eval.augment = alexnet_augment::Augment::Centre(alexnet_augment::CentreCrop { size: h });
                 eval.normalize = normalize;
                 (train, eval)
             }

@@ -2,19 +2,19 @@
 
 use std::path::PathBuf;
 
-use alex_core::Shape4;
+use alexnet_core::Shape4;
 use thiserror::Error;
 
 /// Everything that can go wrong building, training, saving or loading a model.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A geometry or backend error from `alex-core`.
+    /// A geometry or backend error from `alexnet-core`.
     #[error(transparent)]
-    Core(#[from] alex_core::Error),
+    Core(#[from] alexnet_core::Error),
     /// An error from the autograd (shapes, parameters).
     #[error(transparent)]
-    Autograd(#[from] alex_autograd::AutogradError),
+    Autograd(#[from] alexnet_autograd::AutogradError),
     /// A layer of a preset does not fit its input.
     #[error("layer {layer} with input {input}: {source}")]
     Layer {
@@ -23,7 +23,7 @@ pub enum Error {
         /// Its input shape (batch 1).
         input: Shape4,
         /// What the geometry said.
-        source: alex_core::Error,
+        source: alexnet_core::Error,
     },
     /// No preset has this name.
     #[error("unknown preset `{name}`; choose one of paper, caffenet, keras-bn, mini")]

@@ -4,8 +4,8 @@
 //! Each tensor draws from its own counter-based stream keyed by the run's seed and the
 //! tensor's name, so a tensor's initial value does not depend on the order of the others.
 
-use alex_autograd::HostTensor;
-use alex_core::rng::{mix64, uniform};
+use alexnet_autograd::HostTensor;
+use alexnet_core::rng::{mix64, uniform};
 
 use crate::checkpoint::TensorMap;
 use crate::preset::{Architecture, InitScheme, ParamRole, ParamSpec};

@@ -3,7 +3,7 @@
 //! AlexNet (Krizhevsky, Sutskever, Hinton 2012) assembled from the workspace's parts: model
 //! presets as data ([`Preset`], [`Architecture`]), the paper's training recipe (SGD with
 //! momentum and weight decay, [`Schedule`]s including reduce-on-plateau), top-1/top-5
-//! metrics, checkpoints in safetensors, and a [`Trainer`] over any `alex_core::Backend`.
+//! metrics, checkpoints in safetensors, and a [`Trainer`] over any `alexnet_core::Backend`.
 //!
 //! ```
 //! use alexnet::{Architecture, Preset};

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use alex_autograd::{ParamStore, Tape, Tensor};
-use alex_core::{Backend, BatchNormParams, rng::mix64};
+use alexnet_autograd::{ParamStore, Tape, Tensor};
+use alexnet_core::{Backend, BatchNormParams, rng::mix64};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::TensorMap;
@@ -76,7 +76,7 @@ impl<B: Backend> Model<B> {
     /// present with its dims; extra tensors are an error).
     pub fn from_params(arch: Architecture, backend: Arc<B>, params: &TensorMap) -> Result<Self> {
         let mut store = ParamStore::new(backend);
-        let mut by_name: HashMap<&str, &alex_autograd::HostTensor> =
+        let mut by_name: HashMap<&str, &alexnet_autograd::HostTensor> =
             params.iter().map(|(n, t)| (n.as_str(), t)).collect();
         for spec in arch.params() {
             let t = by_name.remove(spec.name.as_str()).ok_or_else(|| {

@@ -1,13 +1,13 @@
 //! Model presets as data: a list of layer specifications per preset, resolved against an
 //! input size and a class count into shapes and parameter counts.
 //!
-//! Every shape comes from `alex-core`'s geometry ([`Conv2dGeom`], [`PoolGeom`]), so a size
+//! Every shape comes from `alexnet-core`'s geometry ([`Conv2dGeom`], [`PoolGeom`]), so a size
 //! that does not work is an error naming the values (the `paper` preset rejects 224 and
 //! names 227).
 
 use std::fmt;
 
-use alex_core::{Activation, Conv2dGeom, LrnParams, PoolGeom, Rounding, Shape4};
+use alexnet_core::{Activation, Conv2dGeom, LrnParams, PoolGeom, Rounding, Shape4};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -503,7 +503,7 @@ impl Architecture {
         let mut shape = Shape4::new(1, c, h, w)?;
         let mut layers = Vec::with_capacity(specs.len());
         for spec in specs {
-            let at = |e: alex_core::Error| Error::Layer { layer: spec.label(), input: shape, source: e };
+            let at = |e: alexnet_core::Error| Error::Layer { layer: spec.label(), input: shape, source: e };
             let (output, conv, pool, params) = match &spec {
                 LayerSpec::Conv { name, out_channels, kernel, stride, padding, groups, rounding, bias_init } => {
                     let pad = match padding {

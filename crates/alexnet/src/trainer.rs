@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use alex_augment::{Augment, Loader, TenCrop, Transform};
-use alex_autograd::Tape;
-use alex_core::{Backend, SgdStep, rng::mix64};
+use alexnet_augment::{Augment, Loader, TenCrop, Transform};
+use alexnet_autograd::Tape;
+use alexnet_core::{Backend, SgdStep, rng::mix64};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, CheckpointDir, DataPosition, PartialEpoch, TrainingState};
@@ -334,7 +334,7 @@ impl<B: Backend> Trainer<B> {
         (self.data.train.len(), self.data.val.as_ref().map(|s| s.len()), self.data.test.as_ref().map(|s| s.len()))
     }
 
-    fn eval_loader(&self, source: &Arc<dyn alex_augment::Source>, transform: Transform) -> Result<Loader> {
+    fn eval_loader(&self, source: &Arc<dyn alexnet_augment::Source>, transform: Transform) -> Result<Loader> {
         Datasets::loader(source, transform, self.config.optim.eval_batch_size, self.config.data.workers, 0, false)
     }
 
@@ -642,7 +642,7 @@ pub fn evaluate_checkpoint<B: Backend>(
         Error::config(format!("the data has no {split} split; pass --data with a folder to evaluate on"))
     })?;
     let mut transform = data.eval_transform.clone();
-    transform.normalize = alex_augment::Normalize::per_channel(&info.mean, &info.std);
+    transform.normalize = alexnet_augment::Normalize::per_channel(&info.mean, &info.std);
     if ten_crop {
         transform.augment = Augment::TenCrop(TenCrop { size: info.input[1] });
     }
@@ -660,14 +660,14 @@ pub fn predict_files<B: Backend>(
 ) -> Result<Vec<Vec<(String, f32)>>> {
     let LoadedModel { mut model, info } = load_model(checkpoint, backend.clone())?;
     let [c, h, _] = info.input;
-    let channels = if c == 1 { alex_augment::Channels::Grey } else { alex_augment::Channels::Rgb };
+    let channels = if c == 1 { alexnet_augment::Channels::Grey } else { alexnet_augment::Channels::Rgb };
     let transform = Transform {
-        decode: alex_augment::Decode { channels },
-        resize: Some(alex_augment::ResizeCentreCrop { size: info.resize.unwrap_or(h) }),
-        augment: Augment::Centre(alex_augment::CentreCrop { size: h }),
-        normalize: alex_augment::Normalize::per_channel(&info.mean, &info.std),
+        decode: alexnet_augment::Decode { channels },
+        resize: Some(alexnet_augment::ResizeCentreCrop { size: info.resize.unwrap_or(h) }),
+        augment: Augment::Centre(alexnet_augment::CentreCrop { size: h }),
+        normalize: alexnet_augment::Normalize::per_channel(&info.mean, &info.std),
     };
-    let mut scratch = alex_augment::Scratch::new();
+    let mut scratch = alexnet_augment::Scratch::new();
     let mut tape = Tape::inference(backend);
     let classes = info.class_names.len();
     images
@@ -675,9 +675,9 @@ pub fn predict_files<B: Backend>(
         .map(|path| {
             let bytes = std::fs::read(path).map_err(Error::io(path))?;
             let mut pixels = vec![0.0f32; transform.sample_len()];
-            let mut rng = alex_augment::sample_rng(0, 0, 0);
+            let mut rng = alexnet_augment::sample_rng(0, 0, 0);
             transform
-                .apply(alex_augment::RawSample::Encoded(bytes), &mut rng, &mut scratch, &mut pixels)
+                .apply(alexnet_augment::RawSample::Encoded(bytes), &mut rng, &mut scratch, &mut pixels)
                 .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
             tape.reset();
             let x = tape.input(&pixels, &[1, c, h, h])?;

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use alex_autograd::CpuBackend;
 use alexnet::trainer::predict_files;
 use alexnet::{MetricsLog, Preset, RunConfig, Schedule, Silent, Trainer, load_model};
+use alexnet_autograd::CpuBackend;
 
 const CLASSES: [&str; 3] = ["blue_sky", "green_grass", "red_brick"];
 const PER_CLASS: usize = 6;

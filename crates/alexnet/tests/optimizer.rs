@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use alex_autograd::{CpuBackend, ParamStore, Tape};
-use alex_core::{Backend, SgdStep};
+use alexnet_autograd::{CpuBackend, ParamStore, Tape};
+use alexnet_core::{Backend, SgdStep};
 
 #[test]
 fn sgd_step_matches_the_papers_formula() {

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use alex_autograd::CpuBackend;
 use alexnet::{Error, MetricsLog, Preset, RunConfig, Schedule, Silent, Trainer, load_model};
+use alexnet_autograd::CpuBackend;
 
 fn fashion_mnist() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist")

@@ -1,0 +1,167 @@
+//! The tape's bookkeeping and the parameter store, with hand-computed expectations.
+
+use std::sync::Arc;
+
+use alexnet_autograd::{AutogradError, CpuBackend, HostTensor, Mode, ParamStore, Tape};
+use alexnet_core::{Backend, SgdStep};
+
+fn setup() -> (Arc<CpuBackend>, ParamStore<CpuBackend>) {
+    let backend = Arc::new(CpuBackend::new());
+    let mut store = ParamStore::new(backend.clone());
+    store.insert("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    store.insert("unused", &[3], &[1.0, 1.0, 1.0]).unwrap();
+    store.insert_state("stats", &[2], &[0.0, 0.0]).unwrap();
+    (backend, store)
+}
+
+#[test]
+fn gradients_of_tensors_used_twice_add_up() {
+    let (backend, mut store) = setup();
+    let mut tape = Tape::train(backend);
+    // Two handles of one parameter, one of them used twice: loss = mean(w + w + w) = 3 mean(w).
+    let (w1, w2) = (tape.param(&store, "w").unwrap(), tape.param(&store, "w").unwrap());
+    let twice = tape.add(w1, w1).unwrap();
+    let thrice = tape.add(twice, w2).unwrap();
+    let loss = tape.mean(thrice).unwrap();
+    assert_eq!(tape.scalar(loss).unwrap(), 7.5);
+    tape.backward(loss, &mut store).unwrap();
+    assert_eq!(store.grad_to_host("w").unwrap(), vec![0.75; 4]);
+}
+
+#[test]
+fn backward_zeroes_gradients_the_loss_does_not_reach() {
+    let (backend, mut store) = setup();
+    let mut tape = Tape::train(backend);
+    let u = tape.param(&store, "unused").unwrap();
+    let loss = tape.mean(u).unwrap();
+    tape.backward(loss, &mut store).unwrap();
+    assert_eq!(store.grad_to_host("unused").unwrap(), vec![1.0 / 3.0; 3]);
+    tape.reset();
+    let w = tape.param(&store, "w").unwrap();
+    let loss = tape.mean(w).unwrap();
+    tape.backward(loss, &mut store).unwrap();
+    assert_eq!(store.grad_to_host("unused").unwrap(), vec![0.0; 3]);
+}
+
+#[test]
+fn inputs_get_gradients_only_when_asked() {
+    let (backend, mut store) = setup();
+    let mut tape = Tape::train(backend);
+    let x = tape.input(&[1.0, -2.0], &[2]).unwrap();
+    let v = tape.variable(&[3.0, 4.0], &[2]).unwrap();
+    let s = tape.add(x, v).unwrap();
+    let y = tape.scale(s, 2.0).unwrap();
+    tape.backward_with(y, &[1.0, 10.0], &mut store).unwrap();
+    assert_eq!(tape.grad_to_host(x).unwrap(), None);
+    assert_eq!(tape.grad_to_host(v).unwrap(), Some(vec![2.0, 20.0]));
+}
+
+#[test]
+fn sgd_waits_for_the_tape_and_follows_the_paper_update() {
+    let (backend, mut store) = setup();
+    let step = SgdStep { lr: 0.1, momentum: 0.9, weight_decay: 0.5 };
+    let mut tape = Tape::train(backend);
+    let w = tape.param(&store, "w").unwrap();
+    let loss = tape.mean(w).unwrap();
+    assert!(matches!(store.sgd_step(&step), Err(AutogradError::ParamInUse { name }) if name == "w"));
+    tape.backward(loss, &mut store).unwrap();
+    store.sgd_step(&step).unwrap();
+    // v = 0.9 * 0 - 0.5 * 0.1 * w - 0.1 * 0.25; w += v.
+    let want: Vec<f32> = [1.0f32, 2.0, 3.0, 4.0].iter().map(|&w| w + (-0.05 * w - 0.025)).collect();
+    let got = store.value_to_host("w").unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+    }
+    // State entries are not touched by SGD.
+    assert_eq!(store.value_to_host("stats").unwrap(), vec![0.0, 0.0]);
+}
+
+#[test]
+fn host_maps_round_trip_and_reject_mismatches() {
+    let (backend, store) = setup();
+    let map = store.to_host_map().unwrap();
+    assert_eq!(map.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["w", "unused", "stats"]);
+    let mut other = ParamStore::new(backend);
+    other.insert("w", &[2, 2], &[0.0; 4]).unwrap();
+    other.insert("unused", &[3], &[0.0; 3]).unwrap();
+    other.insert_state("stats", &[2], &[5.0, 5.0]).unwrap();
+    other.load_from_host(&map).unwrap();
+    assert_eq!(other.to_host_map().unwrap(), map);
+
+    let missing = &map[..2];
+    assert_eq!(other.load_from_host(missing), Err(AutogradError::MissingParam { name: "stats".into() }));
+    let mut wrong = map.clone();
+    wrong[0].1 = HostTensor::new(&[4], vec![0.0; 4]).unwrap();
+    assert_eq!(
+        other.load_from_host(&wrong),
+        Err(AutogradError::Shape { op: "ParamStore::load", expected: vec![2, 2], got: vec![4] })
+    );
+    let mut unknown = map.clone();
+    unknown[0].0 = "nope".into();
+    assert_eq!(other.load_from_host(&unknown), Err(AutogradError::UnknownParam { name: "nope".into() }));
+
+    let momentum = store.momentum_to_host_map().unwrap();
+    assert_eq!(momentum.len(), 2, "state entries have no momentum");
+    other.load_momentum_from_host(&momentum).unwrap();
+}
+
+#[test]
+fn parameter_misuse_is_an_error() {
+    let (backend, mut store) = setup();
+    assert_eq!(store.insert("w", &[1], &[0.0]), Err(AutogradError::DuplicateParam { name: "w".into() }));
+    assert!(matches!(store.insert("x", &[2], &[0.0]), Err(AutogradError::HostLength { expected: 2, got: 1, .. })));
+    let mut tape = Tape::train(backend.clone());
+    assert!(matches!(tape.param(&store, "stats"), Err(AutogradError::ParamKind { .. })));
+    assert!(matches!(tape.param(&store, "nope"), Err(AutogradError::UnknownParam { .. })));
+    let w = tape.param(&store, "w").unwrap();
+    let other = ParamStore::new(backend);
+    assert!(matches!(tape.param(&other, "w"), Err(AutogradError::UnknownParam { .. })));
+    let loss = tape.mean(w).unwrap();
+    let mut other = other;
+    assert!(matches!(tape.backward(loss, &mut other), Err(AutogradError::ForeignStore { .. })));
+    tape.backward(loss, &mut store).unwrap();
+    // After backward the tape no longer holds the parameter's value.
+    assert!(matches!(tape.value(w), Err(AutogradError::Released { .. })));
+}
+
+#[test]
+fn inference_records_nothing_and_prints_so() {
+    let (backend, _) = setup();
+    let mut tape = Tape::inference(backend.clone());
+    let x = tape.input(&[1.0, -1.0, 2.0, -2.0], &[1, 4]).unwrap();
+    let y = tape.relu(x).unwrap();
+    let d = tape.dropout(y, 0.5, 1).unwrap();
+    assert_eq!(tape.to_host(d).unwrap(), vec![1.0, 0.0, 2.0, 0.0]);
+    let printed = format!("{tape:?}");
+    assert_eq!(printed.matches("(untracked)").count(), 3, "{printed}");
+
+    let mut train = Tape::new(backend, Mode::Train);
+    let x = train.input(&[1.0, -1.0], &[1, 2]).unwrap();
+    let y = train.relu(x).unwrap();
+    train.mean(y).unwrap();
+    let printed = format!("{train:?}");
+    assert!(printed.contains("Relu(#0)") && printed.contains("mean(#1)"), "{printed}");
+}
+
+#[test]
+fn cpu_backend_rejects_bad_buffers_and_labels() {
+    let cpu = CpuBackend::new();
+    let mut y = vec![0.0; 3];
+    assert!(matches!(cpu.copy(&vec![0.0; 2], &mut y), Err(alexnet_core::Error::BufferSize { op: "copy", .. })));
+    let (mut probs, mut loss) = (vec![0.0; 4], vec![0.0; 2]);
+    let err = cpu.softmax_xent_forward(2, 2, &vec![0.0; 4], &vec![0.0, 1.5], &mut probs, &mut loss).unwrap_err();
+    assert!(matches!(err, alexnet_core::Error::InvalidParameter { what: "label", .. }), "{err}");
+}
+
+#[test]
+fn one_thread_and_many_threads_agree() {
+    let many = Arc::new(CpuBackend::new());
+    let one = Arc::new(CpuBackend::with_threads(1).unwrap());
+    let case = &alexnet_autograd::conformance::cases(alexnet_autograd::conformance::Family::Network)[0];
+    let a = alexnet_autograd::conformance::run_case(&many, case).unwrap();
+    let b = alexnet_autograd::conformance::run_case(&one, case).unwrap();
+    alexnet_autograd::conformance::assert_close("output", &a.output, &b.output, 1e-6);
+    for (x, y) in a.param_grads.iter().zip(&b.param_grads) {
+        alexnet_autograd::conformance::assert_close("param grad", x, y, 1e-6);
+    }
+}

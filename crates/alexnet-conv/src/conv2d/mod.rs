@@ -1,0 +1,138 @@
+//! 2-D convolution with groups on NCHW `f32`: im2col + GEMM forward, col2im backward.
+//!
+//! Every public function checks geometry and buffer lengths first and returns an error naming
+//! the values; past that point the work is split across threads as follows: with `t` threads
+//! and a batch of `n`, the first `n / t * t` images go `n / t` per thread (each thread with its
+//! own column buffer and single-threaded GEMMs), and the last `n % t` images run one after the
+//! other with `t`-thread GEMMs and im2col/col2im split by channel. So batch 1 uses parallel
+//! GEMM, larger batches whole images.
+//! (With the `matrixmultiply` backend, which threads every product itself, images always go
+//! one after another.)
+
+mod backward;
+mod forward;
+mod im2col;
+#[cfg(test)]
+mod tests;
+
+pub use backward::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight};
+pub use forward::conv2d_forward;
+
+use alexnet_core::{Conv2dGeom, Shape4};
+use rayon::prelude::*;
+
+use crate::ConvError;
+use crate::workspace::Scratch;
+
+/// Everything the kernels need, derived once from a validated geometry and input shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    geom: Conv2dGeom,
+    batch: usize,
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+    in_per_group: usize,
+    out_per_group: usize,
+    /// Rows of the column matrix: `in_per_group * kernel_h * kernel_w`.
+    k: usize,
+    /// Output pixels per channel: `out_h * out_w`.
+    p: usize,
+    /// A 1x1, stride-1, unpadded kernel: the input already is its column matrix.
+    input_is_cols: bool,
+}
+
+impl Plan {
+    /// Validates `geom` against `input`; `op` names the caller in errors.
+    fn new(op: &'static str, geom: &Conv2dGeom, input: Shape4) -> Result<Self, ConvError> {
+        let out = geom.output_shape(input)?;
+        // Sizes that would overflow are rejected before anything indexes with them.
+        let product = |what, dims: &[usize]| {
+            dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or(ConvError::SizeOverflow { op, what })
+        };
+        product("input elements", &input.dims())?;
+        product("output elements", &out.dims())?;
+        let k = product("weight elements", &geom.weight_dims())? / geom.out_channels;
+        product("im2col columns", &[k, out.h, out.w])?;
+        Ok(Self {
+            geom: *geom,
+            batch: input.n,
+            in_h: input.h,
+            in_w: input.w,
+            out_h: out.h,
+            out_w: out.w,
+            in_per_group: geom.in_per_group(),
+            out_per_group: geom.out_per_group(),
+            k,
+            p: out.plane_len(),
+            input_is_cols: geom.kernel_h == 1
+                && geom.kernel_w == 1
+                && geom.stride_h == 1
+                && geom.stride_w == 1
+                && geom.pad_h == 0
+                && geom.pad_w == 0,
+        })
+    }
+
+    fn input_image_len(&self) -> usize {
+        self.geom.in_channels * self.in_h * self.in_w
+    }
+
+    fn input_group_len(&self) -> usize {
+        self.in_per_group * self.in_h * self.in_w
+    }
+
+    fn output_image_len(&self) -> usize {
+        self.geom.out_channels * self.p
+    }
+
+    fn output_group_len(&self) -> usize {
+        self.out_per_group * self.p
+    }
+
+    fn weight_group_len(&self) -> usize {
+        self.out_per_group * self.k
+    }
+
+    /// Elements of the column buffer (none when the input is used in place).
+    fn cols_len(&self) -> usize {
+        if self.input_is_cols { 0 } else { self.k * self.p }
+    }
+}
+
+/// Runs `per_image(image, out_image, scratch, gemm_threads)` for every image, splitting the
+/// batch as described in the module docs; `out` holds `out_per_image` elements per image.
+fn for_each_image(
+    plan: &Plan,
+    threads: usize,
+    scratch: &mut [Scratch],
+    out: &mut [f32],
+    out_per_image: usize,
+    per_image: impl Fn(usize, &mut [f32], &mut Scratch, usize) + Sync,
+) {
+    assert_eq!(scratch.len(), threads);
+    assert_eq!(out.len(), plan.batch * out_per_image);
+    let per_thread = plan.batch / threads;
+    let split = per_thread * threads;
+    let (whole, rest) = out.split_at_mut(split * out_per_image);
+    if per_thread > 0 {
+        let run = |t: usize, chunk: &mut [f32], scratch: &mut Scratch| {
+            for (i, out_image) in chunk.chunks_exact_mut(out_per_image).enumerate() {
+                per_image(t * per_thread + i, out_image, scratch, 1);
+            }
+        };
+        if threads == 1 {
+            run(0, whole, &mut scratch[0]);
+        } else {
+            whole
+                .par_chunks_exact_mut(per_thread * out_per_image)
+                .zip(scratch.par_iter_mut())
+                .enumerate()
+                .for_each(|(t, (chunk, scratch))| run(t, chunk, scratch));
+        }
+    }
+    for (i, out_image) in rest.chunks_exact_mut(out_per_image).enumerate() {
+        per_image(split + i, out_image, &mut scratch[0], threads);
+    }
+}

@@ -1,0 +1,45 @@
+//! # alexnet-conv
+//!
+//! 2-D convolution with groups on NCHW `f32` slices, forward and backward, by im2col + GEMM.
+//! It depends on nothing else of alexnet-rs but `alexnet-core` (geometry and errors), and is the
+//! CPU reference that other backends are checked against.
+//!
+//! - [`conv2d_forward`]: `y = conv(x, w) + bias`;
+//! - [`conv2d_backward_input`], [`conv2d_backward_weight`], [`conv2d_backward_bias`]: the
+//!   three gradients, each written into a caller-provided buffer;
+//! - [`ConvWorkspace`]: scratch (im2col columns) reused across calls, and the thread count;
+//! - [`gemm::sgemm`]: the row-major GEMM underneath, public for dense layers.
+//!
+//! ```
+//! use alexnet_conv::{ConvWorkspace, conv2d_backward_input, conv2d_forward};
+//! use alexnet_core::{Conv2dGeom, Shape4};
+//!
+//! // AlexNet's conv2: 96 -> 256 channels, 5x5, padding 2, two groups, on one 27x27 image.
+//! let geom = Conv2dGeom::square(96, 256, 5, 1, 2, 2)?;
+//! let input = Shape4::new(1, 96, 27, 27)?;
+//! let output = geom.output_shape(input)?;
+//! let x = vec![0.5; input.numel()];
+//! let w = vec![0.01; geom.weight_len()];
+//! let mut y = vec![0.0; output.numel()];
+//! let mut ws = ConvWorkspace::new();
+//! conv2d_forward(&geom, input, &x, &w, None, &mut y, &mut ws)?;
+//! // Centre pixels see all 48 input channels of their group x 25 taps: 1200 * 0.5 * 0.01.
+//! assert!((y[output.index(0, 0, 13, 13)] - 6.0).abs() < 1e-4);
+//!
+//! let mut dx = vec![0.0; input.numel()];
+//! conv2d_backward_input(&geom, input, &w, &y, &mut dx, &mut ws)?;
+//!
+//! // A buffer of the wrong length is an error that names it.
+//! let err = conv2d_forward(&geom, input, &x[1..], &w, None, &mut y, &mut ws).unwrap_err();
+//! assert!(err.to_string().contains("`x` has 69983 elements, expected 69984"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod conv2d;
+mod error;
+pub mod gemm;
+mod workspace;
+
+pub use conv2d::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
+pub use error::ConvError;
+pub use workspace::ConvWorkspace;

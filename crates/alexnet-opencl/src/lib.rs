@@ -1,0 +1,70 @@
+//! # alexnet-opencl
+//!
+//! An OpenCL backend for alexnet-rs: [`OpenClBackend`] implements [`alexnet_core::Backend`], so
+//! every AlexNet kernel (GEMM, convolution, pooling, LRN, dropout, batch norm, softmax
+//! cross-entropy, the SGD step) runs on the device and all data stays there; the host reads
+//! back only what it asks for.
+//!
+//! - Kernels live in `kernels/*.cl`, are built once per device and process (the build log is
+//!   in the error when they do not compile), and are written for GPUs: the GEMM tiles through
+//!   local memory with float4 register tiles; pooling and im2col backward are gathers, so no
+//!   kernel needs atomics.
+//! - `opencl3` loads `libOpenCL.so.1` at run time: this crate builds anywhere, and a machine
+//!   without OpenCL gets [`OpenClError::NoRuntime`] or [`OpenClError::NoDevice`].
+//! - Devices are chosen by index or name ([`DeviceSelector`], or the [`DEVICE_ENV`]
+//!   environment variable) from [`list_devices`].
+//! - Dropout masks are bit-identical to the CPU backend's (the counter RNG of
+//!   [`alexnet_core::rng`] in `ulong` arithmetic).
+//!
+//! ```
+//! use alexnet_core::Backend;
+//!
+//! // Skips (returns None with a printed reason) where no OpenCL device exists.
+//! if let Some(cl) = alexnet_opencl::test_backend() {
+//!     let a = cl.upload(&[1.0, 2.0, 3.0, 4.0])?; // 2 x 2
+//!     let b = cl.upload(&[1.0, 0.0, 0.0, 1.0])?; // identity
+//!     let mut c = cl.zeros(4)?;
+//!     cl.gemm(false, false, 2, 2, 2, 1.0, &a, &b, 0.0, &mut c)?;
+//!     let mut host = [0.0; 4];
+//!     cl.download(&c, &mut host)?;
+//!     assert_eq!(host, [1.0, 2.0, 3.0, 4.0]);
+//! }
+//! # Ok::<(), alexnet_core::Error>(())
+//! ```
+
+mod backend;
+mod buffer;
+mod context;
+mod device;
+mod error;
+mod ops;
+#[cfg(test)]
+mod testing;
+
+use std::io::Write as _;
+
+pub use backend::OpenClBackend;
+pub use buffer::ClBuffer;
+pub use device::{DEVICE_ENV, DeviceInfo, DeviceSelector, list_devices};
+pub use error::OpenClError;
+
+/// Set to `1` to make [`test_backend`] panic instead of skipping when no device is found
+/// (CI sets it so that a broken OpenCL install fails rather than passes silently).
+pub const REQUIRE_ENV: &str = "ALEX_REQUIRE_OPENCL";
+
+/// The backend for tests: the device from [`DEVICE_ENV`] (or the default), or `None` after
+/// printing why it is skipped. With `ALEX_REQUIRE_OPENCL=1` a missing device panics instead.
+pub fn test_backend() -> Option<OpenClBackend> {
+    match OpenClBackend::from_env() {
+        Ok(backend) => Some(backend),
+        Err(e) => {
+            if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
+                panic!("{REQUIRE_ENV}=1 but the OpenCL backend is unavailable: {e}");
+            }
+            // Straight to stderr, past libtest's output capture, so that skips show in CI logs.
+            let line = format!("skipping OpenCL test: {e}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            None
+        }
+    }
+}

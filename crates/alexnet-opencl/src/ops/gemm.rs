@@ -1,0 +1,185 @@
+//! GEMM: the trait's single row-major product, and the batched form convolution uses.
+
+use alexnet_core::Result;
+
+use crate::backend::{OpenClBackend, u};
+use crate::buffer::ClBuffer;
+use crate::context::{Arg, GEMM_WPT, Kern};
+
+/// A matrix inside a buffer: element `(r, c)` of batch item `(zo, zi)` sits at
+/// `offset + zo * outer + zi * inner + r * ld + c` (rows and columns as stored).
+#[derive(Clone, Copy)]
+pub(crate) struct MatView<'a> {
+    pub(crate) buf: &'a ClBuffer,
+    pub(crate) offset: usize,
+    pub(crate) ld: usize,
+    pub(crate) outer: usize,
+    pub(crate) inner: usize,
+}
+
+impl<'a> MatView<'a> {
+    /// A single dense matrix with leading dimension `ld`.
+    pub(crate) fn dense(buf: &'a ClBuffer, ld: usize) -> Self {
+        Self { buf, offset: 0, ld, outer: 0, inner: 0 }
+    }
+}
+
+/// Batched `c = alpha * op(a) * op(b) + beta * c` over `batch_outer x batch_inner` items.
+/// Callers have checked that every view stays inside its buffer.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_batched(
+    be: &OpenClBackend,
+    trans_a: bool,
+    trans_b: bool,
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    a: MatView<'_>,
+    b: MatView<'_>,
+    beta: f32,
+    c: MatView<'_>,
+    (batch_outer, batch_inner): (usize, usize),
+) -> Result<()> {
+    let batch = batch_outer * batch_inner;
+    if m == 0 || n == 0 || batch == 0 {
+        return Ok(());
+    }
+    let kern = match (trans_a, trans_b) {
+        (false, false) => Kern::GemmNN,
+        (false, true) => Kern::GemmNT,
+        (true, false) => Kern::GemmTN,
+        (true, true) => Kern::GemmTT,
+    };
+    let rts = be.gemm_rts();
+    let tile = rts * GEMM_WPT;
+    let mut args =
+        vec![Arg::U32(u("m", m)?), Arg::U32(u("n", n)?), Arg::U32(u("k", k)?), Arg::F32(alpha), Arg::F32(beta)];
+    for view in [a, b, c] {
+        args.extend([
+            Arg::Buf(view.buf),
+            Arg::U32(u("offset", view.offset)?),
+            Arg::U32(u("leading dimension", view.ld)?),
+            Arg::U32(u("batch stride", view.outer)?),
+            Arg::U32(u("batch stride", view.inner)?),
+        ]);
+    }
+    args.push(Arg::U32(u("batch", batch_inner)?));
+    be.launch(kern, &[n.div_ceil(tile) * rts, m.div_ceil(tile) * rts, batch], &[rts, rts, 1], &args)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    be: &OpenClBackend,
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &ClBuffer,
+    b: &ClBuffer,
+    beta: f32,
+    c: &mut ClBuffer,
+) -> Result<()> {
+    be.check("gemm", "a", a, m * k)?;
+    be.check("gemm", "b", b, k * n)?;
+    be.check("gemm", "c", c, m * n)?;
+    let lda = if trans_a { m } else { k };
+    let ldb = if trans_b { k } else { n };
+    gemm_batched(
+        be,
+        trans_a,
+        trans_b,
+        (m, n, k),
+        alpha,
+        MatView::dense(a, lda),
+        MatView::dense(b, ldb),
+        beta,
+        MatView::dense(c, n),
+        (1, 1),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use alexnet_core::Backend;
+
+    use crate::testing::{assert_close, backend, down, random, up};
+
+    /// Direct f64 `alpha * op(a) * op(b) + beta * c`.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a: &[f32],
+        b: &[f32],
+        beta: f64,
+        c: &[f32],
+    ) -> Vec<f64> {
+        let at = |i: usize, p: usize| f64::from(if ta { a[p * m + i] } else { a[i * k + p] });
+        let bt = |p: usize, j: usize| f64::from(if tb { b[j * k + p] } else { b[p * n + j] });
+        (0..m * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                alpha * (0..k).map(|p| at(i, p) * bt(p, j)).sum::<f64>() + beta * f64::from(c[ij])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn all_transposes_edge_tiles_alpha_beta() {
+        let Some(be) = backend() else { return };
+        // Sizes around the 64 tile and the 16-deep k panel, plus degenerate ones.
+        let shapes =
+            [(1, 1, 1), (3, 5, 7), (64, 64, 16), (65, 63, 17), (17, 130, 33), (100, 1, 50), (1, 100, 300), (5, 4, 0)];
+        for (s, &(m, n, k)) in shapes.iter().enumerate() {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let seed = 10 * s as u64;
+                let (a, b, c0) = (random(m * k, seed), random(k * n, seed + 1), random(m * n, seed + 2));
+                for (alpha, beta) in [(1.0f32, 0.0f32), (-0.5, 2.0)] {
+                    let mut c = up(&be, &c0);
+                    be.gemm(ta, tb, m, n, k, alpha, &up(&be, &a), &up(&be, &b), beta, &mut c).unwrap();
+                    let want = reference(ta, tb, m, n, k, alpha.into(), &a, &b, beta.into(), &c0);
+                    assert_close(
+                        &format!("gemm {m}x{n}x{k} ta={ta} tb={tb} a={alpha} b={beta}"),
+                        &down(&be, &c),
+                        &want,
+                        1e-4,
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn beta_zero_ignores_nan_in_c() {
+        let Some(be) = backend() else { return };
+        let (a, b) = (random(6, 1), random(6, 2));
+        let mut c = up(&be, &[f32::NAN; 4]);
+        be.gemm(false, false, 2, 2, 3, 1.0, &up(&be, &a), &up(&be, &b), 0.0, &mut c).unwrap();
+        assert!(down(&be, &c).iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn alexnet_fc8_shape_batch_1() {
+        let Some(be) = backend() else { return };
+        // fc8 at batch 1: y (1 x 1000) = x (1 x 4096) * W^T, W stored 1000 x 4096.
+        let (m, n, k) = (1, 1000, 4096);
+        let (x, w) = (random(k, 7), random(n * k, 8));
+        let mut y = be.zeros(n).unwrap();
+        be.gemm(false, true, m, n, k, 1.0, &up(&be, &x), &up(&be, &w), 0.0, &mut y).unwrap();
+        assert_close("fc8", &down(&be, &y), &reference(false, true, m, n, k, 1.0, &x, &w, 0.0, &vec![0.0; n]), 1e-4);
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors() {
+        let Some(be) = backend() else { return };
+        let (a, b) = (be.zeros(6).unwrap(), be.zeros(6).unwrap());
+        let mut c = be.zeros(5).unwrap();
+        let err = be.gemm(false, false, 2, 2, 3, 1.0, &a, &b, 0.0, &mut c).unwrap_err();
+        assert_eq!(err, alexnet_core::Error::BufferSize { op: "gemm", buffer: "c", expected: 4, got: 5 });
+    }
+}
