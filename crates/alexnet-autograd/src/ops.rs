@@ -1,6 +1,6 @@
 //! The forward side of every op: shape checks, the forward kernel, and the record.
 
-use alexnet_core::{Activation, BatchNormParams, ChannelLayout, Conv2dGeom, LrnParams, PoolGeom, PoolKind};
+use alexnet_core::{Activation, BatchNormParams, ChannelLayout, Conv2dGeom, LrnParams, MaskWindow, PoolGeom, PoolKind};
 
 use alexnet_core::Backend;
 
@@ -148,6 +148,13 @@ impl<B: Backend> Tape<B> {
     /// element is kept (and scaled by `1 / (1 - p)`) by [`alexnet_core::rng::dropout_keep`]
     /// with `seed`; on an inference tape it is the identity.
     pub fn dropout(&mut self, x: Tensor, p: f32, seed: u64) -> Result<Tensor> {
+        self.dropout_at(x, p, seed, MaskWindow::whole(x.numel().max(1)))
+    }
+
+    /// [`Tape::dropout`] of a part of a larger tensor: `window` says where `x`'s elements sit
+    /// in the whole batch's tensor, so each element's mask is the one dropout of the whole
+    /// tensor would draw there (a replica's share of the batch, a device's share of a layer).
+    pub fn dropout_at(&mut self, x: Tensor, p: f32, seed: u64, window: MaskWindow) -> Result<Tensor> {
         let xi = self.check(x)?;
         if !(0.0..1.0).contains(&p) {
             return Err(AutogradError::InvalidArgument {
@@ -163,7 +170,7 @@ impl<B: Backend> Tape<B> {
         }
         let mut mask = self.take(x.numel())?;
         let mut y = self.take(x.numel())?;
-        self.backend.dropout_forward(p, seed, self.buf(xi)?, &mut mask, &mut y)?;
+        self.backend.dropout_forward(p, seed, &window, self.buf(xi)?, &mut mask, &mut y)?;
         Ok(self.push(Value::Owned(y), x.dims, requires_grad, Op::Dropout { x: xi, mask }))
     }
 

@@ -233,6 +233,17 @@ impl<B: Backend> ParamStore<B> {
         Ok(())
     }
 
+    /// Replaces trainable `id`'s gradient with `host` (same length): a gradient summed
+    /// across replicas coming back to this one.
+    pub fn set_grad_from_host(&mut self, id: ParamId, host: &[f32]) -> Result<()> {
+        let e = self.entries.get_mut(id.0).ok_or_else(|| AutogradError::UnknownParam { name: format!("#{}", id.0) })?;
+        check_host("ParamStore::set_grad_from_host", e.dims.as_slice(), host.len())?;
+        match e.grad.as_mut() {
+            Some(grad) => Ok(self.backend.upload_into(host, grad)?),
+            None => Err(kind_error(e, ParamKind::Trainable)),
+        }
+    }
+
     /// Sets every gradient to zero.
     pub fn zero_grads(&mut self) -> Result<()> {
         for e in &mut self.entries {

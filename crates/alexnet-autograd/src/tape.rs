@@ -304,36 +304,55 @@ impl<B: Backend> Tape<B> {
     /// Ends the pass for the parameters: the tape hands their values back to the store, so
     /// [`ParamStore::sgd_step`] may follow; other values stay readable until `reset`.
     pub fn backward(&mut self, loss: Tensor, store: &mut ParamStore<B>) -> Result<()> {
+        self.backward_notify(loss, store, |_, _| Ok(()))
+    }
+
+    /// [`Tape::backward`] that calls `ready(store, id)` as soon as trainable parameter `id`'s
+    /// gradient is final, while the rest of the pass still runs: the moment a data-parallel
+    /// trainer can start summing that gradient across replicas (reverse order of first use,
+    /// so the last layers' gradients come first). Every trainable parameter is reported once.
+    pub fn backward_notify<E: From<AutogradError>>(
+        &mut self,
+        loss: Tensor,
+        store: &mut ParamStore<B>,
+        ready: impl FnMut(&ParamStore<B>, ParamId) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         if loss.numel() != 1 {
-            return Err(AutogradError::NotScalar { dims: loss.dims.to_vec() });
+            return Err(AutogradError::NotScalar { dims: loss.dims.to_vec() }.into());
         }
         let mut seed = self.take(1)?;
-        self.backend.fill(&mut seed, 1.0)?;
-        self.backward_from(loss, seed, store)
+        self.backend.fill(&mut seed, 1.0).map_err(AutogradError::from)?;
+        self.backward_from(loss, seed, store, ready)
     }
 
     /// Backward from any tensor with upstream gradient `seed` (same length).
     pub fn backward_with(&mut self, root: Tensor, seed: &[f32], store: &mut ParamStore<B>) -> Result<()> {
         check_host("Tape::backward_with", root.dims.as_slice(), seed.len())?;
         let seed = self.upload_pooled(seed)?;
-        self.backward_from(root, seed, store)
+        self.backward_from(root, seed, store, |_, _| Ok(()))
     }
 
-    fn backward_from(&mut self, root: Tensor, seed: B::Buffer, store: &mut ParamStore<B>) -> Result<()> {
+    fn backward_from<E: From<AutogradError>>(
+        &mut self,
+        root: Tensor,
+        seed: B::Buffer,
+        store: &mut ParamStore<B>,
+        mut ready: impl FnMut(&ParamStore<B>, ParamId) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         if !self.is_recording() {
             self.pool.give(&self.backend, seed);
-            return Err(AutogradError::NotRecording { op: "backward" });
+            return Err(AutogradError::NotRecording { op: "backward" }.into());
         }
         let root = match self.check(root) {
             Ok(r) => r,
             Err(e) => {
                 self.pool.give(&self.backend, seed);
-                return Err(e);
+                return Err(e.into());
             }
         };
         if self.store_id.is_some_and(|s| s != store.store_id()) {
             self.pool.give(&self.backend, seed);
-            return Err(AutogradError::ForeignStore { op: "backward" });
+            return Err(AutogradError::ForeignStore { op: "backward" }.into());
         }
         for buf in self.grads.drain(..).flatten() {
             self.pool.give(&self.backend, buf);
@@ -341,47 +360,85 @@ impl<B: Backend> Tape<B> {
         self.grads.resize_with(self.nodes.len(), || None);
         self.grads[root] = Some(seed);
 
+        // A parameter's gradient is final once the walk passes its first use on the tape.
+        let mut first_use = vec![usize::MAX; store.len()];
+        for (i, node) in self.nodes[..=root].iter().enumerate().rev() {
+            if let Op::Param { id } = node.op {
+                first_use[id.0] = i;
+            }
+        }
         let mut written = vec![false; store.len()];
         let mut contributions = Vec::new();
         for i in (0..=root).rev() {
-            let Some(dy) = self.grads[i].take() else { continue };
-            match &self.nodes[i].op {
-                Op::Input => self.grads[i] = Some(dy),
-                Op::Param { id } => {
-                    let id = *id;
-                    let grad = store.entries[id.0].grad.as_mut().expect("tape params are trainable");
-                    if written[id.0] {
-                        self.backend.axpy(1.0, &dy, grad)?;
-                        self.pool.give(&self.backend, dy);
-                    } else {
-                        // Hand the tape's buffer to the store and recycle the old gradient.
-                        let old = std::mem::replace(grad, dy);
-                        self.pool.give(&self.backend, old);
-                        written[id.0] = true;
-                    }
-                }
-                _ => {
-                    backward_node(&*self.backend, &self.nodes, &mut self.pool, i, dy, &mut contributions)?;
-                    for (j, g) in contributions.drain(..) {
-                        match &mut self.grads[j] {
-                            Some(acc) => {
-                                self.backend.axpy(1.0, &g, acc)?;
-                                self.pool.give(&self.backend, g);
-                            }
-                            slot @ None => *slot = Some(g),
-                        }
-                    }
-                }
+            if let Some(dy) = self.grads[i].take() {
+                self.backward_step(i, dy, store, &mut written, &mut contributions)?;
+            }
+            if let Op::Param { id } = self.nodes[i].op
+                && first_use[id.0] == i
+            {
+                self.finish_param_grad(store, id, written[id.0])?;
+                ready(store, id)?;
             }
         }
-        for (e, done) in store.entries.iter_mut().zip(written) {
-            if let (false, Some(grad)) = (done, e.grad.as_mut()) {
-                self.backend.fill(grad, 0.0)?;
+        for (i, &first) in first_use.iter().enumerate() {
+            let id = ParamId(i);
+            if first == usize::MAX && store.entries[i].grad.is_some() {
+                self.finish_param_grad(store, id, false)?;
+                ready(store, id)?;
             }
         }
         for node in &mut self.nodes {
             if matches!(node.value, Value::Param(_)) {
                 node.value = Value::Released;
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes the gradient of a parameter that no gradient reached.
+    fn finish_param_grad(&self, store: &mut ParamStore<B>, id: ParamId, written: bool) -> Result<()> {
+        if let (false, Some(grad)) = (written, store.entries[id.0].grad.as_mut()) {
+            self.backend.fill(grad, 0.0)?;
+        }
+        Ok(())
+    }
+
+    /// Node `i`'s backward with upstream gradient `dy`: a parameter's gradient goes to the
+    /// store, an input's is kept, any other op's flows to its inputs.
+    fn backward_step(
+        &mut self,
+        i: usize,
+        dy: B::Buffer,
+        store: &mut ParamStore<B>,
+        written: &mut [bool],
+        contributions: &mut Vec<(usize, B::Buffer)>,
+    ) -> Result<()> {
+        match &self.nodes[i].op {
+            Op::Input => self.grads[i] = Some(dy),
+            Op::Param { id } => {
+                let id = *id;
+                let grad = store.entries[id.0].grad.as_mut().expect("tape params are trainable");
+                if written[id.0] {
+                    self.backend.axpy(1.0, &dy, grad)?;
+                    self.pool.give(&self.backend, dy);
+                } else {
+                    // Hand the tape's buffer to the store and recycle the old gradient.
+                    let old = std::mem::replace(grad, dy);
+                    self.pool.give(&self.backend, old);
+                    written[id.0] = true;
+                }
+            }
+            _ => {
+                backward_node(&*self.backend, &self.nodes, &mut self.pool, i, dy, contributions)?;
+                for (j, g) in contributions.drain(..) {
+                    match &mut self.grads[j] {
+                        Some(acc) => {
+                            self.backend.axpy(1.0, &g, acc)?;
+                            self.pool.give(&self.backend, g);
+                        }
+                        slot @ None => *slot = Some(g),
+                    }
+                }
             }
         }
         Ok(())

@@ -165,3 +165,45 @@ fn one_thread_and_many_threads_agree() {
         alexnet_autograd::conformance::assert_close("param grad", x, y, 1e-6);
     }
 }
+
+#[test]
+fn backward_notify_reports_each_parameter_once_with_its_final_gradient() {
+    let backend = Arc::new(CpuBackend::new());
+    let mut store = ParamStore::new(backend.clone());
+    store.insert("fc1.weight", &[3, 2], &[0.5, -1.0, 2.0, 0.25, -0.5, 1.5]).unwrap();
+    store.insert("fc2.weight", &[2, 3], &[1.0, -2.0, 0.5, 0.75, 1.0, -1.0]).unwrap();
+    store.insert("untouched", &[2], &[1.0, 1.0]).unwrap();
+    store.insert_state("stats", &[2], &[0.0, 0.0]).unwrap();
+    // fc1 is used twice (its gradient has two contributions), fc2 once.
+    let run = |tape: &mut Tape<CpuBackend>, store: &ParamStore<CpuBackend>| {
+        let x = tape.input(&[1.0, -2.0, 0.5, 3.0], &[2, 2]).unwrap();
+        let w1 = tape.param(store, "fc1.weight").unwrap();
+        let h = tape.linear(x, w1, None).unwrap();
+        let h = tape.relu(h).unwrap();
+        let w2 = tape.param(store, "fc2.weight").unwrap();
+        let y = tape.linear(h, w2, None).unwrap();
+        let again = tape.param(store, "fc1.weight").unwrap();
+        let extra = tape.mean(again).unwrap();
+        let loss = tape.mean(y).unwrap();
+        tape.add(loss, extra).unwrap()
+    };
+    let mut tape = Tape::train(backend.clone());
+    let loss = run(&mut tape, &store);
+    let mut seen: Vec<(String, Vec<f32>)> = Vec::new();
+    tape.backward_notify(loss, &mut store, |store, id| -> Result<(), AutogradError> {
+        let name = store.name(id)?.to_string();
+        seen.push((name.clone(), store.grad_to_host(&name)?));
+        Ok(())
+    })
+    .unwrap();
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["fc2.weight", "fc1.weight", "untouched"], "last layer first, untouched last");
+    // What each callback saw is what a plain backward leaves.
+    let mut plain = Tape::train(backend);
+    let loss = run(&mut plain, &store);
+    plain.backward(loss, &mut store).unwrap();
+    for (name, at_ready) in &seen {
+        assert_eq!(&store.grad_to_host(name).unwrap(), at_ready, "{name}");
+    }
+    assert_eq!(store.grad_to_host("untouched").unwrap(), vec![0.0, 0.0]);
+}

@@ -8,11 +8,14 @@
 //! Backward kernels *write* their gradient; summing the gradients of a tensor used more
 //! than once is the autograd's job (with [`Backend::axpy`]).
 //!
-//! Multi-device training (the paper's two-GPU split, data parallelism) will add a device
-//! index to buffers and a reduce/broadcast pair here; nothing below assumes one device.
+//! A backend is one device. Training on several devices (the paper's two-GPU split, data
+//! parallelism, MPI) lives above this trait: each device has its own backend, and
+//! [`MaskWindow`] lets dropout on a device's share of a batch draw the same masks as one
+//! device would for the whole batch.
 
 use crate::error::Result;
 use crate::geom::{Conv2dGeom, LrnParams, PoolGeom, PoolKind};
+use crate::rng::MaskWindow;
 use crate::shape::Shape4;
 
 /// Point-wise activation functions.
@@ -241,11 +244,14 @@ pub trait Backend: Send + Sync {
     // ---- regularisation and normalisation ----------------------------------------------
 
     /// Inverted dropout: `mask[i] = keep ? 1 / (1 - p) : 0` with keep from
-    /// [`crate::rng::dropout_keep`]`(seed, i, p)`, and `y = x * mask`.
+    /// [`crate::rng::dropout_keep`]`(seed, window.global_index(i), p)`, and `y = x * mask`.
+    /// `window` places the buffer inside the whole batch's tensor
+    /// ([`MaskWindow::whole`] for a buffer that is the whole tensor).
     fn dropout_forward(
         &self,
         p: f32,
         seed: u64,
+        window: &MaskWindow,
         x: &Self::Buffer,
         mask: &mut Self::Buffer,
         y: &mut Self::Buffer,

@@ -32,4 +32,5 @@ mod shape;
 pub use backend::{Activation, Backend, BatchNormParams, ChannelLayout, SgdStep};
 pub use error::{Axis, Error, Result, check_len};
 pub use geom::{AlphaConvention, Conv2dGeom, LrnParams, PoolGeom, PoolKind, Rounding, window_output};
+pub use rng::MaskWindow;
 pub use shape::Shape4;

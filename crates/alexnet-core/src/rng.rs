@@ -25,6 +25,67 @@ pub fn dropout_keep(seed: u64, index: u64, p: f32) -> bool {
     uniform(seed, index) >= p
 }
 
+/// Where a buffer of rows (samples) sits inside the whole batch's tensor, so that a mask
+/// element is keyed by its global position: a replica holding other samples of the batch
+/// (data parallelism) or a device holding other features of a layer (the paper's model
+/// split) draws exactly the masks one device draws for the whole batch.
+///
+/// Local element `i` of a buffer whose rows hold `row_len` elements is row `i / row_len`,
+/// column `i % row_len`; its global index is
+/// `(first_row + row) * total_row_len + first_col + column`.
+///
+/// ```
+/// use alexnet_core::rng::MaskWindow;
+/// // Samples 2.. of a batch whose rows have 5 features: local element 6 is sample 3,
+/// // feature 1, global element 16.
+/// assert_eq!(MaskWindow::rows(2, 5).global_index(6), 16);
+/// // Features 3..5 of rows of 5, from sample 0: local element 2 is sample 1, feature 3.
+/// let w = MaskWindow { first_row: 0, first_col: 3, row_len: 2, total_row_len: 5 };
+/// assert_eq!(w.global_index(2), 8);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MaskWindow {
+    /// Global index of the buffer's first row.
+    pub first_row: u64,
+    /// Global index of the buffer's first column within a row.
+    pub first_col: u64,
+    /// Elements per row in the buffer.
+    pub row_len: u64,
+    /// Elements per row in the whole tensor.
+    pub total_row_len: u64,
+}
+
+impl MaskWindow {
+    /// The whole tensor, rows of `row_len` (global index = local index).
+    pub fn whole(row_len: usize) -> Self {
+        Self::rows(0, row_len)
+    }
+
+    /// Whole rows from global row `first_row` on.
+    pub fn rows(first_row: u64, row_len: usize) -> Self {
+        Self { first_row, first_col: 0, row_len: row_len as u64, total_row_len: row_len as u64 }
+    }
+
+    /// The global index of local element `i`.
+    pub fn global_index(&self, i: u64) -> u64 {
+        (self.first_row + i / self.row_len) * self.total_row_len + self.first_col + i % self.row_len
+    }
+
+    /// Checks the window describes `len` local elements: whole rows, inside the tensor's rows.
+    pub fn check(&self, len: usize) -> crate::Result<()> {
+        let bad = |reason| {
+            Err(crate::Error::InvalidParameter { what: "dropout mask window", value: self.row_len as f64, reason })
+        };
+        if self.row_len == 0 || !(len as u64).is_multiple_of(self.row_len) {
+            return bad("row length must be positive and divide the buffer length");
+        }
+        if self.first_col.checked_add(self.row_len).is_none_or(|end| end > self.total_row_len) {
+            return bad("the window's columns must lie inside the tensor's rows");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +105,35 @@ mod tests {
         assert!((mean - 0.5).abs() < 0.01, "mean {mean}");
         let kept = (0..n).filter(|&i| dropout_keep(7, i, 0.5)).count();
         assert!((kept as f64 / n as f64 - 0.5).abs() < 0.01, "kept {kept}");
+    }
+
+    #[test]
+    fn windows_tile_the_whole_tensor_exactly_once() {
+        // A 6 x 10 tensor cut into 2 row shards x 2 column halves, against row-major order.
+        let (rows, cols) = (6u64, 10u64);
+        let mut seen = vec![0u32; (rows * cols) as usize];
+        for first_row in [0, 3] {
+            for first_col in [0, 5] {
+                let w = MaskWindow { first_row, first_col, row_len: 5, total_row_len: cols };
+                w.check(15).unwrap();
+                for i in 0..15 {
+                    let (r, c) = (first_row + i / 5, first_col + i % 5);
+                    assert_eq!(w.global_index(i), r * cols + c);
+                    seen[w.global_index(i) as usize] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&k| k == 1));
+        assert_eq!(
+            (0..60).map(|i| MaskWindow::whole(10).global_index(i)).collect::<Vec<_>>(),
+            (0..60).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn windows_that_do_not_fit_are_refused() {
+        assert!(MaskWindow::rows(0, 4).check(10).is_err());
+        assert!(MaskWindow { first_row: 0, first_col: 0, row_len: 0, total_row_len: 4 }.check(0).is_err());
+        assert!(MaskWindow { first_row: 0, first_col: 3, row_len: 2, total_row_len: 4 }.check(4).is_err());
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use alexnet_core::{
-    Activation, Backend, BatchNormParams, ChannelLayout, Conv2dGeom, LrnParams, PoolGeom, PoolKind, Result, SgdStep,
-    Shape4, check_len,
+    Activation, Backend, BatchNormParams, ChannelLayout, Conv2dGeom, LrnParams, MaskWindow, PoolGeom, PoolKind, Result,
+    SgdStep, Shape4, check_len,
 };
 use opencl3::command_queue::CommandQueue;
 use opencl3::event::{CL_COMPLETE, Event};
@@ -359,8 +359,16 @@ impl Backend for OpenClBackend {
         ops::lrn::backward(self, params, input, x, y, scale, dy, dx)
     }
 
-    fn dropout_forward(&self, p: f32, seed: u64, x: &ClBuffer, mask: &mut ClBuffer, y: &mut ClBuffer) -> Result<()> {
-        ops::dropout::forward(self, p, seed, x, mask, y)
+    fn dropout_forward(
+        &self,
+        p: f32,
+        seed: u64,
+        window: &MaskWindow,
+        x: &ClBuffer,
+        mask: &mut ClBuffer,
+        y: &mut ClBuffer,
+    ) -> Result<()> {
+        ops::dropout::forward(self, p, seed, window, x, mask, y)
     }
 
     fn batch_norm_forward_train(

@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use alexnet_core::rng::{mix64, uniform};
 use alexnet_core::{
-    Activation, AlphaConvention, Backend, BatchNormParams, Conv2dGeom, LrnParams, PoolGeom, PoolKind, Rounding, Shape4,
+    Activation, AlphaConvention, Backend, BatchNormParams, Conv2dGeom, LrnParams, MaskWindow, PoolGeom, PoolKind,
+    Rounding, Shape4,
 };
 
 use crate::CpuBackend;
@@ -107,12 +108,14 @@ pub enum CaseOp {
     Activation(Activation),
     /// `flatten(x)`.
     Flatten,
-    /// `dropout(x, p, seed)`.
+    /// `dropout_at(x, p, seed, window)`.
     Dropout {
         /// Drop probability.
         p: f32,
         /// Mask seed.
         seed: u64,
+        /// Where `x` sits in the whole tensor.
+        window: MaskWindow,
     },
     /// `batch_norm(x, "bn")`.
     BatchNorm,
@@ -355,13 +358,23 @@ pub fn cases(family: Family) -> Vec<Case> {
             let x = host(&[2, 3, 2, 2], uniform_data(24, seed, -1.0, 1.0));
             vec![case("flatten [2, 3, 2, 2]".into(), Family::Reshape, CaseOp::Flatten, vec![x], vec![])]
         }
-        Family::Dropout => [(0.5, 7), (0.0, 8), (0.8, 9)]
+        Family::Dropout => {
+            // Features 10..40 of rows of 50, from sample 3: a device's share of a replica's share.
+            let part = MaskWindow { first_row: 3, first_col: 10, row_len: 30, total_row_len: 50 };
+            [
+                (0.5, 7, MaskWindow::whole(30)),
+                (0.0, 8, MaskWindow::whole(30)),
+                (0.8, 9, MaskWindow::whole(30)),
+                (0.5, 10, part),
+            ]
             .into_iter()
-            .map(|(p, s)| {
+            .map(|(p, s, window)| {
                 let x = host(&[4, 30], uniform_data(120, seed + s, -1.0, 1.0));
-                case(format!("dropout p={p}"), Family::Dropout, CaseOp::Dropout { p, seed: s }, vec![x], vec![])
+                let name = format!("dropout p={p} {window:?}");
+                case(name, Family::Dropout, CaseOp::Dropout { p, seed: s, window }, vec![x], vec![])
             })
-            .collect(),
+            .collect()
+        }
         Family::BatchNorm => vec![batch_norm_case(&[6, 4], seed), batch_norm_case(&[3, 5, 3, 2], seed + 10)],
         Family::SoftmaxXent => {
             let logits = host(&[4, 6], uniform_data(24, seed, -3.0, 3.0));
@@ -461,7 +474,7 @@ pub fn build<B: Backend>(op: &CaseOp, tape: &mut Tape<B>, store: &mut ParamStore
         }
         CaseOp::Activation(f) => tape.activation(*f, x),
         CaseOp::Flatten => tape.flatten(x),
-        CaseOp::Dropout { p, seed } => tape.dropout(x, *p, *seed),
+        CaseOp::Dropout { p, seed, window } => tape.dropout_at(x, *p, *seed, *window),
         CaseOp::BatchNorm => tape.batch_norm(x, store, "bn", &BN_PARAMS),
         CaseOp::SoftmaxXent { labels } => tape.softmax_cross_entropy(x, labels),
         CaseOp::Add => tape.add(x, xs[1]),
@@ -504,7 +517,7 @@ pub fn reference_output(case: &Case) -> Vec<f64> {
         }
         CaseOp::Activation(f) => reference::activation(*f, &x.data),
         CaseOp::Flatten => x.data.iter().map(|&v| f64::from(v)).collect(),
-        CaseOp::Dropout { p, seed } => reference::dropout(*p, *seed, &x.data),
+        CaseOp::Dropout { p, seed, window } => reference::dropout(*p, *seed, window, &x.data),
         CaseOp::BatchNorm => {
             let (outer, channels) = (x.dims[0], x.dims[1]);
             let inner = x.data.len() / (outer * channels);

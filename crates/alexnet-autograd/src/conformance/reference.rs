@@ -120,12 +120,19 @@ pub fn activation(f: Activation, x: &[f32]) -> Vec<f64> {
         .collect()
 }
 
-/// Inverted dropout with the shared counter RNG.
-pub fn dropout(p: f32, seed: u64, x: &[f32]) -> Vec<f64> {
+/// Inverted dropout with the shared counter RNG, element `i` keyed by
+/// `(first_row + i / row_len) * total_row_len + first_col + i % row_len`.
+pub fn dropout(p: f32, seed: u64, window: &alexnet_core::MaskWindow, x: &[f32]) -> Vec<f64> {
+    let row_len = window.row_len as usize;
     let keep_scale = 1.0 / (1.0 - f64::from(p));
     x.iter()
         .enumerate()
-        .map(|(i, &v)| if alexnet_core::rng::dropout_keep(seed, i as u64, p) { f64::from(v) * keep_scale } else { 0.0 })
+        .map(|(i, &v)| {
+            let global = (window.first_row as usize + i / row_len) * window.total_row_len as usize
+                + window.first_col as usize
+                + i % row_len;
+            if alexnet_core::rng::dropout_keep(seed, global as u64, p) { f64::from(v) * keep_scale } else { 0.0 }
+        })
         .collect()
 }
 

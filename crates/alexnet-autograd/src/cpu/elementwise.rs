@@ -56,12 +56,19 @@ pub(crate) fn activation_backward(f: Activation, x: &[f32], y: &[f32], dy: &[f32
 }
 
 /// Inverted dropout with the shared counter RNG.
-pub(crate) fn dropout_forward(p: f32, seed: u64, x: &[f32], mask: &mut [f32], y: &mut [f32]) {
+pub(crate) fn dropout_forward(
+    p: f32,
+    seed: u64,
+    window: &alexnet_core::rng::MaskWindow,
+    x: &[f32],
+    mask: &mut [f32],
+    y: &mut [f32],
+) {
     let keep_scale = 1.0 / (1.0 - p);
     let parallel = y.len() >= PARALLEL_MIN;
     let zip = Zip::indexed(ArrayViewMut1::from(mask)).and(ArrayViewMut1::from(y)).and(ArrayView1::from(x));
     let body = |i: usize, m: &mut f32, y: &mut f32, &x: &f32| {
-        *m = if alexnet_core::rng::dropout_keep(seed, i as u64, p) { keep_scale } else { 0.0 };
+        *m = if alexnet_core::rng::dropout_keep(seed, window.global_index(i as u64), p) { keep_scale } else { 0.0 };
         *y = x * *m;
     };
     if parallel { zip.par_for_each(body) } else { zip.for_each(body) }

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use alexnet_conv::ConvWorkspace;
 use alexnet_conv::gemm::{Transpose, sgemm};
 use alexnet_core::{
-    Activation, Backend, BatchNormParams, ChannelLayout, Conv2dGeom, Error, LrnParams, PoolGeom, PoolKind, Result,
-    SgdStep, Shape4, check_len,
+    Activation, Backend, BatchNormParams, ChannelLayout, Conv2dGeom, Error, LrnParams, MaskWindow, PoolGeom, PoolKind,
+    Result, SgdStep, Shape4, check_len,
 };
 
 /// The CPU [`Backend`]: buffers are `Vec<f32>`; work runs on the current rayon pool, or on
@@ -328,13 +328,22 @@ impl Backend for CpuBackend {
         self.run(|| alexnet_pool::lrn_backward(params, input, x, y, scale, dy, dx)).map_err(pool_error)
     }
 
-    fn dropout_forward(&self, p: f32, seed: u64, x: &Vec<f32>, mask: &mut Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+    fn dropout_forward(
+        &self,
+        p: f32,
+        seed: u64,
+        window: &MaskWindow,
+        x: &Vec<f32>,
+        mask: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
         if !(0.0..1.0).contains(&p) {
             return Err(Error::InvalidParameter { what: "dropout p", value: p.into(), reason: "must be in [0, 1)" });
         }
         check_len("dropout_forward", "mask", x.len(), mask.len())?;
         check_len("dropout_forward", "y", x.len(), y.len())?;
-        self.run(|| elementwise::dropout_forward(p, seed, x, mask, y));
+        window.check(x.len())?;
+        self.run(|| elementwise::dropout_forward(p, seed, window, x, mask, y));
         Ok(())
     }
 
