@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use alexnet::{Architecture, BackendKind, Preset, RunConfig, Trainer};
+use alexnet::{Architecture, BackendKind, Parallelism, Placement, Preset, RunConfig, Trainer};
 use alexnet_autograd::CpuBackend;
 use alexnet_core::Backend;
 use clap::{Args, Parser, Subcommand};
@@ -125,6 +125,14 @@ struct TrainArgs {
         conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "seed", "config", "name", "max_steps", "checkpoint_minutes"]
     )]
     resume: Option<PathBuf>,
+    /// Train on several devices: OpenCL indices such as `0,1` (see `cargo xtask devices`);
+    /// with the CPU backend, one replica per entry. May change when resuming.
+    #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
+    devices: Option<Vec<usize>>,
+    /// How several devices divide the work: `data` (a replica on each, gradients summed)
+    /// or `model` (the paper's split of every layer across two devices).
+    #[arg(long)]
+    parallel: Option<Parallelism>,
     /// Stop after this many steps (smoke runs), with a checkpoint there that `--resume`
     /// continues from.
     #[arg(long)]
@@ -248,6 +256,29 @@ enum AnyBackend {
     OpenCl(Arc<alexnet_opencl::OpenClBackend>),
 }
 
+/// Backends of one kind, one per device of a run.
+enum AnyBackends {
+    Cpu(Vec<Arc<CpuBackend>>),
+    OpenCl(Vec<Arc<alexnet_opencl::OpenClBackend>>),
+}
+
+/// One backend of `kind` per device in `devices` (CPU replicas share the threads).
+fn make_backends(args: &BackendArgs, kind: BackendKind, devices: &[usize]) -> AnyResult<AnyBackends> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let (mut cpu, mut opencl) = (Vec::new(), Vec::new());
+    for &device in devices {
+        let mut one = BackendArgs { backend: Some(kind), device: Some(device), ..args.clone() };
+        if devices.len() > 1 {
+            one.threads = Some((args.threads.filter(|&t| t > 0).unwrap_or(cores) / devices.len()).max(1));
+        }
+        match make_backend(&one, kind)? {
+            AnyBackend::Cpu(b) => cpu.push(b),
+            AnyBackend::OpenCl(b) => opencl.push(b),
+        }
+    }
+    Ok(if kind == BackendKind::Cpu { AnyBackends::Cpu(cpu) } else { AnyBackends::OpenCl(opencl) })
+}
+
 fn make_backend(args: &BackendArgs, default: BackendKind) -> AnyResult<AnyBackend> {
     match args.backend.unwrap_or(default) {
         BackendKind::Cpu => {
@@ -307,6 +338,8 @@ fn resolve_config(args: &TrainArgs) -> AnyResult<RunConfig> {
     config.seed = args.seed.unwrap_or(config.seed);
     config.backend = args.backend.backend.unwrap_or(config.backend);
     config.device = args.backend.device.unwrap_or(config.device);
+    config.devices = args.devices.clone().unwrap_or(config.devices);
+    config.parallel = args.parallel.unwrap_or(config.parallel);
     config.threads = args.backend.threads.unwrap_or(config.threads);
     if let Some(dir) = &args.runs_dir {
         config.output.runs_dir = dir.clone();
@@ -339,7 +372,7 @@ fn newest_run(runs_dir: &Path) -> AnyResult<PathBuf> {
 }
 
 fn train(args: TrainArgs) -> AnyResult {
-    let (config, resume_dir) = match &args.resume {
+    let (mut config, resume_dir) = match &args.resume {
         Some(dir) => {
             let dir = if dir.as_os_str() == "latest" && !dir.exists() {
                 newest_run(args.runs_dir.as_deref().unwrap_or(Path::new("runs")))?
@@ -351,25 +384,44 @@ fn train(args: TrainArgs) -> AnyResult {
         }
         None => (resolve_config(&args)?, None),
     };
+    // Where a session runs may differ from where the run started.
+    config.devices = args.devices.clone().unwrap_or(config.devices);
+    config.parallel = args.parallel.unwrap_or(config.parallel);
     let backend_args = BackendArgs {
         backend: args.backend.backend.or(Some(config.backend)),
         device: args.backend.device.or(Some(config.device)),
         threads: args.backend.threads.or(Some(config.threads)),
     };
-    let any = make_backend(&backend_args, config.backend)?;
-    dispatch!(any, b => train_on(b, config, resume_dir, &args))
+    let devices =
+        if config.devices.is_empty() { vec![backend_args.device.unwrap_or(0)] } else { config.devices.clone() };
+    let kind = backend_args.backend.unwrap_or(config.backend);
+    match make_backends(&backend_args, kind, &devices)? {
+        AnyBackends::Cpu(list) => train_on(placement(list, config.parallel)?, config, resume_dir, &args),
+        AnyBackends::OpenCl(list) => train_on(placement(list, config.parallel)?, config, resume_dir, &args),
+    }
+}
+
+/// How `backends` (one per listed device) share the run.
+fn placement<B: Backend>(mut backends: Vec<Arc<B>>, parallel: Parallelism) -> AnyResult<Placement<B>> {
+    match (backends.len(), parallel) {
+        (1, _) => Ok(Placement::Single(backends.remove(0))),
+        (_, Parallelism::Data) => Ok(Placement::Data(backends)),
+        (_, Parallelism::Model) => {
+            Err("--parallel model (the paper's two-device split) is not available yet; use --parallel data".into())
+        }
+    }
 }
 
 fn train_on<B: Backend + 'static>(
-    backend: Arc<B>,
+    placement: Placement<B>,
     config: RunConfig,
     resume_dir: Option<PathBuf>,
     args: &TrainArgs,
 ) -> AnyResult {
-    let backend_name = backend.name();
+    let backend_name = placement.describe();
     let mut trainer = match &resume_dir {
-        Some(dir) => Trainer::resume(dir, backend, args.epochs)?,
-        None => Trainer::new(config, backend)?,
+        Some(dir) => Trainer::resume(dir, placement, args.epochs)?,
+        None => Trainer::new(config, placement)?,
     };
     let c = trainer.config();
     let (train_n, val_n, test_n) = trainer.split_sizes();
@@ -381,7 +433,7 @@ fn train_on<B: Backend + 'static>(
         train_n,
         val_n.unwrap_or(0),
         test_n.unwrap_or(0),
-        alexnet::preset::group_thousands(trainer.model().arch.trainable_params()),
+        alexnet::preset::group_thousands(trainer.arch().trainable_params()),
     );
     if resume_dir.is_some() {
         println!("continuing after epoch {} (step {})", trainer.epochs_done(), trainer.step());

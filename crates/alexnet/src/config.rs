@@ -30,6 +30,28 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
+/// How a run on several devices divides the work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Parallelism {
+    /// Every device holds a replica and takes a share of each batch; gradients are summed.
+    #[default]
+    Data,
+    /// The paper's split: each device holds half of every layer (paper and caffenet presets).
+    Model,
+}
+
+impl std::str::FromStr for Parallelism {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "data" => Ok(Parallelism::Data),
+            "model" => Ok(Parallelism::Model),
+            other => Err(Error::config(format!("unknown parallelism `{other}`; choose data or model"))),
+        }
+    }
+}
+
 /// Where the images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +150,13 @@ pub struct RunConfig {
     pub backend: BackendKind,
     /// OpenCL device index (from `cargo xtask devices`).
     pub device: usize,
+    /// The devices of a multi-device run (OpenCL indices; for the CPU backend, the count of
+    /// replicas). Empty: `device` alone.
+    #[serde(default)]
+    pub devices: Vec<usize>,
+    /// How a multi-device run divides the work.
+    #[serde(default)]
+    pub parallel: Parallelism,
     /// Compute threads (0: all cores).
     pub threads: usize,
     /// Data.
@@ -175,6 +204,8 @@ impl RunConfig {
             seed: 42,
             backend: BackendKind::Cpu,
             device: 0,
+            devices: Vec::new(),
+            parallel: Parallelism::Data,
             threads: 0,
             data,
             optim,
@@ -251,6 +282,11 @@ impl RunConfig {
         }
         if self.data.workers == 0 {
             return bad("data workers must be at least 1".into());
+        }
+        let mut sorted = self.devices.clone();
+        sorted.sort_unstable();
+        if let Some(pair) = sorted.windows(2).find(|p| p[0] == p[1]) {
+            return bad(format!("device {} is listed twice in devices {:?}", pair[0], self.devices));
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {
             return bad(format!("run name `{}` must be a plain folder name", self.name));

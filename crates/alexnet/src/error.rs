@@ -65,6 +65,25 @@ pub enum Error {
         /// The last checkpoint written before the failure, if any.
         last_good: Option<PathBuf>,
     },
+    /// A data-parallel group failed: a member left, or members disagreed about what they
+    /// exchange.
+    #[error("data-parallel group (member {member}): {reason}")]
+    Collective {
+        /// This member's rank in the group.
+        member: usize,
+        /// What happened.
+        reason: String,
+    },
+    /// One device of a multi-device run failed.
+    #[error("device {index} ({name}): {source}")]
+    Device {
+        /// The device's position in the run's device list.
+        index: usize,
+        /// The backend's name.
+        name: String,
+        /// What it reported.
+        source: Box<Error>,
+    },
 }
 
 impl Error {

@@ -22,6 +22,7 @@ pub mod error;
 pub mod init;
 pub mod metrics;
 pub mod model;
+pub mod parallel;
 pub mod plot;
 pub mod preset;
 pub mod schedule;
@@ -29,11 +30,15 @@ pub mod trainer;
 
 pub use atomic::write_atomic;
 pub use checkpoint::{Checkpoint, CheckpointDir, TensorMap, TrainingState};
-pub use config::{BackendKind, DataConfig, OptimConfig, OutputConfig, RunConfig};
+pub use config::{BackendKind, DataConfig, OptimConfig, OutputConfig, Parallelism, RunConfig};
 pub use data::{DataFormat, Datasets, Subset};
 pub use error::{Error, Result};
 pub use metrics::{EpochRecord, MetricsLog, SplitMetrics, TopK};
 pub use model::{Model, ModelInfo};
+pub use parallel::{Collective, Placement};
 pub use preset::{Architecture, InitScheme, LayerSpec, Padding, ParamRole, ParamSpec, Preset, ResolvedLayer};
 pub use schedule::{EpochDecision, LrScheduler, Schedule};
-pub use trainer::{BatchReport, LoadedModel, Observer, RunResult, Silent, Trainer, evaluate, input_for, load_model};
+pub use trainer::{
+    BatchReport, LoadedModel, LogitsFn, Observer, RunResult, Silent, Trainer, evaluate, input_for, load_model,
+    model_logits,
+};

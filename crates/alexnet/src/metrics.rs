@@ -37,6 +37,13 @@ impl TopK {
         }
     }
 
+    /// Adds another tally's counts (another batch, another replica's share).
+    pub fn merge(&mut self, other: &TopK) {
+        self.count += other.count;
+        self.top1_correct += other.top1_correct;
+        self.top5_correct += other.top5_correct;
+    }
+
     /// Top-1 error in [0, 1].
     pub fn top1_error(&self) -> f64 {
         1.0 - self.top1_correct as f64 / self.count.max(1) as f64

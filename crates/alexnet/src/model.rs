@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use alexnet_autograd::{ParamStore, Tape, Tensor};
-use alexnet_core::{Backend, BatchNormParams, rng::mix64};
+use alexnet_core::{Backend, BatchNormParams, MaskWindow, rng::mix64};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::TensorMap;
@@ -109,6 +109,19 @@ impl<B: Backend> Model<B> {
     /// `[batch, classes]`. On a training tape dropout draws masks from `dropout_seed`
     /// (one stream per dropout layer) and batch norm updates its running averages.
     pub fn forward(&mut self, tape: &mut Tape<B>, x: Tensor, dropout_seed: u64) -> Result<Tensor> {
+        self.forward_part(tape, x, dropout_seed, 0)
+    }
+
+    /// [`Model::forward`] of the samples from `first_sample` on of a larger batch (a
+    /// replica's share): dropout draws exactly the masks that the whole batch's forward
+    /// draws for these samples.
+    pub fn forward_part(
+        &mut self,
+        tape: &mut Tape<B>,
+        x: Tensor,
+        dropout_seed: u64,
+        first_sample: u64,
+    ) -> Result<Tensor> {
         let mut h = x;
         for (i, layer) in self.arch.layers.iter().enumerate() {
             h = match &layer.spec {
@@ -128,7 +141,10 @@ impl<B: Backend> Model<B> {
                     let params = BatchNormParams { eps: *eps, momentum: *momentum };
                     tape.batch_norm(h, &mut self.store, name, &params)?
                 }
-                LayerSpec::Dropout { p } => tape.dropout(h, *p, mix64(dropout_seed, i as u64))?,
+                LayerSpec::Dropout { p } => {
+                    let window = MaskWindow::rows(first_sample, h.dims().rows_cols().1);
+                    tape.dropout_at(h, *p, mix64(dropout_seed, i as u64), window)?
+                }
                 LayerSpec::Flatten => tape.flatten(h)?,
                 LayerSpec::Dense { name, .. } => {
                     let w = tape.param(&self.store, &format!("{name}.weight"))?;

@@ -10,12 +10,15 @@ use alexnet_autograd::Tape;
 use alexnet_core::{Backend, SgdStep, rng::mix64};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::TensorMap;
 use crate::checkpoint::{Checkpoint, CheckpointDir, DataPosition, PartialEpoch, TrainingState};
 use crate::config::RunConfig;
 use crate::data::{DataFormat, Datasets};
 use crate::error::{Error, Result};
+use crate::init::init_params;
 use crate::metrics::{EpochRecord, MetricsLog, SplitMetrics, TopK};
 use crate::model::{Model, ModelInfo};
+use crate::parallel::{Engine, Placement, StepInput, build_engine};
 use crate::plot::plot_curves;
 use crate::preset::{Architecture, Preset};
 use crate::schedule::LrScheduler;
@@ -110,25 +113,37 @@ fn softmax_rows(logits: &mut [f32], classes: usize) {
     }
 }
 
-/// Evaluates `model` on every batch of `loader`'s epoch 0: softmax outputs averaged over
-/// each sample's views (ten-crop averaging when the transform has ten), top-1/top-5
-/// error, and the mean of `-ln p(label)`.
-pub fn evaluate<B: Backend>(
-    model: &mut Model<B>,
-    tape: &mut Tape<B>,
+/// Inference logits of a batch of images (`[n, c, h, w]`), to the host.
+pub type LogitsFn<'a> = dyn FnMut(&[f32], &[usize]) -> Result<Vec<f32>> + 'a;
+
+/// The inference logits of `model` on an inference `tape`, as [`evaluate`] takes them.
+pub fn model_logits<'a, B: Backend>(
+    model: &'a mut Model<B>,
+    tape: &'a mut Tape<B>,
+) -> impl FnMut(&[f32], &[usize]) -> Result<Vec<f32>> + 'a {
+    move |images, shape| {
+        tape.reset();
+        let x = tape.input(images, shape)?;
+        let logits = model.forward(tape, x, 0)?;
+        Ok(tape.to_host(logits)?)
+    }
+}
+
+/// Evaluates a model of `classes` outputs, given by its `logits`, on every batch of
+/// `loader`'s epoch 0: softmax outputs averaged over each sample's views (ten-crop
+/// averaging when the transform has ten), top-1/top-5 error, and the mean of `-ln p(label)`.
+pub fn evaluate(
+    logits: &mut LogitsFn<'_>,
+    classes: usize,
     loader: &Loader,
     what: &str,
     obs: &mut dyn Observer,
 ) -> Result<SplitMetrics> {
-    let classes = model.arch.classes;
     let mut topk = TopK::default();
     let mut loss_sum = 0.0f64;
     obs.eval_start(what, loader.batches_per_epoch());
     for batch in loader.epoch(0) {
-        tape.reset();
-        let x = tape.input(&batch.images, &batch.shape)?;
-        let logits = model.forward(tape, x, 0)?;
-        let mut probs = tape.to_host(logits)?;
+        let mut probs = logits(&batch.images, &batch.shape)?;
         softmax_rows(&mut probs, classes);
         let views = batch.views;
         let averaged: Vec<f32> = probs
@@ -156,12 +171,13 @@ pub fn evaluate<B: Backend>(
     })
 }
 
-/// A training run in progress.
-pub struct Trainer<B: Backend> {
+/// A training run in progress, on one device or several ([`Placement`]).
+pub struct Trainer {
     config: RunConfig,
     info: ModelInfo,
-    model: Model<B>,
-    tape: Tape<B>,
+    engine: Box<dyn Engine>,
+    /// Whether this process writes the run's files (not so on MPI ranks other than 0).
+    writes_files: bool,
     scheduler: LrScheduler,
     step: u64,
     epochs_done: usize,
@@ -183,11 +199,13 @@ pub const PLOT_FILE: &str = "curves.png";
 /// The final result's file name in a run folder.
 pub const RESULT_FILE: &str = "result.json";
 
-impl<B: Backend> Trainer<B> {
+impl Trainer {
     /// Starts a fresh run: opens the data, builds and initialises the model, creates the
     /// run folder and writes the resolved configuration. A folder that already holds
-    /// checkpoints is refused (resume it, or pick another name).
-    pub fn new(config: RunConfig, backend: Arc<B>) -> Result<Self> {
+    /// checkpoints is refused (resume it, or pick another name). `placement` is a backend
+    /// (`Arc<B>`) for one device, or a [`Placement`] for several.
+    pub fn new<B: Backend + 'static>(config: RunConfig, placement: impl Into<Placement<B>>) -> Result<Self> {
+        let placement = placement.into();
         config.validate()?;
         let run_dir = config.run_dir();
         let ckpt_dir = run_dir.join("checkpoints");
@@ -199,20 +217,28 @@ impl<B: Backend> Trainer<B> {
         }
         let (data, info) = Self::open_data(&config)?;
         let arch = info.architecture()?;
-        let model = Model::init(arch, backend, config.init, config.seed)?;
-        std::fs::create_dir_all(&run_dir).map_err(Error::io(&run_dir))?;
-        crate::atomic::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
+        let writes_files = placement.is_primary_process();
+        let engine = build_engine(&arch, placement, &init_params(&arch, config.init, config.seed), None)?;
         let log = MetricsLog::new(run_dir.join("metrics.jsonl"));
-        log.truncate_after(0)?;
+        if writes_files {
+            std::fs::create_dir_all(&run_dir).map_err(Error::io(&run_dir))?;
+            crate::atomic::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
+            log.truncate_after(0)?;
+        }
         let scheduler = LrScheduler::new(config.optim.schedule, config.optim.lr, config.optim.epochs)?;
-        Self::assemble(config, info, model, scheduler, data, log)
+        Self::assemble(config, info, engine, writes_files, scheduler, data, log)
     }
 
     /// Continues the run in `run_dir` from its newest checkpoint (at an epoch's end or inside
     /// an epoch), to exactly the result an uninterrupted run would have reached (same thread
     /// count). `epochs`, when given, replaces the planned epoch count. A step limit
     /// (`max_steps`) that stopped the earlier session does not carry over.
-    pub fn resume(run_dir: &Path, backend: Arc<B>, epochs: Option<usize>) -> Result<Self> {
+    pub fn resume<B: Backend + 'static>(
+        run_dir: &Path,
+        placement: impl Into<Placement<B>>,
+        epochs: Option<usize>,
+    ) -> Result<Self> {
+        let placement = placement.into();
         let mut config = RunConfig::load(&run_dir.join(CONFIG_FILE), None)?;
         config.optim.max_steps = None;
         if let Some(e) = epochs {
@@ -231,13 +257,15 @@ impl<B: Backend> Trainer<B> {
                 reason: format!("it is for {saved:?}, but the run's data gives {info:?}"),
             });
         }
-        let mut model = Model::from_params(info.architecture()?, backend, &ckpt.weights)?;
-        model.store.load_momentum_from_host(&ckpt.momentum)?;
+        let writes_files = placement.is_primary_process();
+        let engine = build_engine(&info.architecture()?, placement, &ckpt.weights, Some(&ckpt.momentum))?;
         let log = MetricsLog::new(run_dir.join("metrics.jsonl"));
-        log.truncate_after(ckpt.state.epochs_done)?;
+        if writes_files {
+            log.truncate_after(ckpt.state.epochs_done)?;
+        }
         let mut scheduler = ckpt.state.scheduler.clone();
         scheduler.epochs = config.optim.epochs;
-        let mut trainer = Self::assemble(config, info, model, scheduler, data, log)?;
+        let mut trainer = Self::assemble(config, info, engine, writes_files, scheduler, data, log)?;
         trainer.step = ckpt.state.step;
         trainer.epochs_done = ckpt.state.epochs_done;
         trainer.best_val_error = ckpt.state.best_val_error;
@@ -269,7 +297,8 @@ impl<B: Backend> Trainer<B> {
     fn assemble(
         config: RunConfig,
         info: ModelInfo,
-        model: Model<B>,
+        engine: Box<dyn Engine>,
+        writes_files: bool,
         scheduler: LrScheduler,
         data: Datasets,
         log: MetricsLog,
@@ -284,12 +313,11 @@ impl<B: Backend> Trainer<B> {
             true,
         )?;
         let ckpts = CheckpointDir::new(config.run_dir().join("checkpoints"), config.output.keep_last)?;
-        let tape = Tape::train(model.store.backend().clone());
         Ok(Self {
             config,
             info,
-            model,
-            tape,
+            engine,
+            writes_files,
             scheduler,
             step: 0,
             epochs_done: 0,
@@ -309,9 +337,25 @@ impl<B: Backend> Trainer<B> {
         &self.config
     }
 
-    /// The model.
-    pub fn model(&self) -> &Model<B> {
-        &self.model
+    /// The resolved architecture.
+    pub fn arch(&self) -> &Architecture {
+        self.engine.arch()
+    }
+
+    /// Every parameter (and state) copied to the host, in layer order.
+    pub fn params_to_host(&self) -> Result<TensorMap> {
+        self.engine.params_to_host()
+    }
+
+    /// Momentum buffers copied to the host, keyed by parameter name.
+    pub fn momentum_to_host(&self) -> Result<TensorMap> {
+        self.engine.momentum_to_host()
+    }
+
+    /// What exchanging gradients between devices or processes has cost so far (`None` on
+    /// one device).
+    pub fn exchange_stats(&self) -> Option<crate::parallel::ExchangeStats> {
+        self.engine.exchange_stats()
     }
 
     /// The model description saved with checkpoints.
@@ -353,9 +397,10 @@ impl<B: Backend> Trainer<B> {
             transform.augment = Augment::TenCrop(TenCrop { size: self.info.input[1] });
         }
         let loader = self.eval_loader(&source, transform)?;
-        let mut tape = Tape::inference(self.model.store.backend().clone());
         let what = if test { "test" } else { "validation" };
-        evaluate(&mut self.model, &mut tape, &loader, what, obs).map(Some)
+        let classes = self.info.class_names.len();
+        let engine = &mut self.engine;
+        evaluate(&mut |images, shape| engine.logits(images, shape), classes, &loader, what, obs).map(Some)
     }
 
     /// Trains until the planned epochs are done (or the schedule stops it), checkpointing
@@ -384,8 +429,10 @@ impl<B: Backend> Trainer<B> {
                 images_per_sec: train.images as f64 / seconds.max(1e-9),
                 seconds,
             };
-            self.log.append(&record)?;
-            plot_curves(&self.log.read()?, &self.config.run_dir().join(PLOT_FILE))?;
+            if self.writes_files {
+                self.log.append(&record)?;
+                plot_curves(&self.log.read()?, &self.config.run_dir().join(PLOT_FILE))?;
+            }
             let is_best = match (val, self.best_val_error) {
                 (Some(v), Some(best)) => v.top1_error < best,
                 (Some(_), None) | (None, _) => true,
@@ -414,8 +461,10 @@ impl<B: Backend> Trainer<B> {
             stopped_early,
             seconds: started.elapsed().as_secs_f64(),
         };
-        let json = serde_json::to_string_pretty(&result).map_err(|e| Error::config(e.to_string()))?;
-        crate::atomic::write_atomic(&self.config.run_dir().join(RESULT_FILE), json.as_bytes())?;
+        if self.writes_files {
+            let json = serde_json::to_string_pretty(&result).map_err(|e| Error::config(e.to_string()))?;
+            crate::atomic::write_atomic(&self.config.run_dir().join(RESULT_FILE), json.as_bytes())?;
+        }
         Ok(result)
     }
 
@@ -424,7 +473,6 @@ impl<B: Backend> Trainer<B> {
     /// checkpoint at that point). Checkpoints inside the epoch every `checkpoint_minutes`.
     fn train_epoch(&mut self, epoch: usize, obs: &mut dyn Observer) -> Result<Option<(SplitMetrics, f64)>> {
         let o = self.config.optim.clone();
-        let classes = self.model.arch.classes;
         let batches = self.train_loader.batches_per_epoch();
         let (first_batch, mut partial) = match self.resume_at.take() {
             Some((at, partial)) if at.epoch == epoch => (at.batch, partial),
@@ -444,12 +492,19 @@ impl<B: Backend> Trainer<B> {
             }
             let lr = self.scheduler.lr(epoch as f64 + batch.number as f64 / batches as f64);
             let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
-            let tape = &mut self.tape;
-            tape.reset();
-            let x = tape.input(&batch.images, &batch.shape)?;
-            let logits = self.model.forward(tape, x, mix64(self.config.seed, self.step))?;
-            let loss = tape.softmax_cross_entropy(logits, &labels)?;
-            let loss_value = tape.scalar(loss)?;
+            let shape: [usize; 4] = batch.shape.as_slice().try_into().map_err(|_| {
+                Error::config(format!(
+                    "the loader gave a batch of shape {:?}; images must be [n, c, h, w]",
+                    batch.shape
+                ))
+            })?;
+            let out = self.engine.forward_backward(&StepInput {
+                images: &batch.images,
+                shape,
+                labels: &labels,
+                dropout_seed: mix64(self.config.seed, self.step),
+            })?;
+            let loss_value = out.loss;
             if !loss_value.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     step: self.step,
@@ -458,10 +513,9 @@ impl<B: Backend> Trainer<B> {
                     last_good: self.last_checkpoint.clone(),
                 });
             }
-            tape.backward(loss, &mut self.model.store)?;
-            partial.topk.add_batch(&tape.to_host(logits)?, &labels, classes);
+            partial.topk.merge(&out.topk);
             partial.loss_sum += f64::from(loss_value) * labels.len() as f64;
-            self.model.store.sgd_step(&SgdStep { lr, momentum: o.momentum, weight_decay: o.weight_decay })?;
+            self.engine.sgd_step(&SgdStep { lr, momentum: o.momentum, weight_decay: o.weight_decay })?;
             self.step += 1;
             obs.batch_end(&BatchReport {
                 epoch,
@@ -503,9 +557,12 @@ impl<B: Backend> Trainer<B> {
         let mut state = TrainingState::new(at, self.step, self.scheduler.clone(), self.config.seed);
         state.partial_epoch = partial_epoch;
         state.best_val_error = self.best_val_error;
+        if !self.writes_files {
+            return Ok(self.config.run_dir());
+        }
         let ckpt = Checkpoint {
-            weights: self.model.params_to_host()?,
-            momentum: self.model.store.momentum_to_host_map()?,
+            weights: self.engine.params_to_host()?,
+            momentum: self.engine.momentum_to_host()?,
             state,
             metadata: self.info.to_metadata(),
         };
@@ -648,7 +705,8 @@ pub fn evaluate_checkpoint<B: Backend>(
     }
     let loader = Datasets::loader(&source, transform, config.optim.eval_batch_size, config.data.workers, 0, false)?;
     let mut tape = Tape::inference(backend);
-    let metrics = evaluate(&mut model, &mut tape, &loader, split, obs)?;
+    let classes = info.class_names.len();
+    let metrics = evaluate(&mut model_logits(&mut model, &mut tape), classes, &loader, split, obs)?;
     Ok(EvalReport { weights, split, ten_crop, metrics })
 }
 

@@ -1,35 +1,12 @@
 //! End-to-end runs on a small slice of the embedded Fashion-MNIST: the loss falls, a
 //! resumed run matches an uninterrupted one bit for bit, and checkpoints reload.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod common;
 
-use alexnet::{Error, MetricsLog, Preset, RunConfig, Schedule, Silent, Trainer, load_model};
-use alexnet_autograd::CpuBackend;
+use std::path::Path;
 
-fn fashion_mnist() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist")
-}
-
-fn small_config(runs: &Path, name: &str, epochs: usize) -> RunConfig {
-    let mut c = RunConfig::for_preset(Preset::Mini);
-    c.name = name.into();
-    c.output.runs_dir = runs.to_path_buf();
-    c.data.train = Some(fashion_mnist());
-    c.data.max_train_images = Some(384);
-    c.data.max_eval_images = Some(128);
-    c.data.val_fraction = 0.25;
-    c.optim.epochs = epochs;
-    c.optim.batch_size = 32;
-    c.optim.eval_batch_size = 64;
-    c.optim.lr = 0.02;
-    c.optim.schedule = Schedule::Constant;
-    c
-}
-
-fn backend() -> Arc<CpuBackend> {
-    Arc::new(CpuBackend::with_threads(2).unwrap())
-}
+use alexnet::{Error, MetricsLog, Silent, Trainer, load_model};
+use common::{backend, small_config};
 
 #[test]
 fn loss_falls_and_run_files_are_written() {
@@ -63,8 +40,8 @@ fn loss_falls_and_run_files_are_written() {
 
 /// The two runs' weights are bit-identical and their last epoch reports the same metrics.
 #[track_caller]
-fn assert_same_run(runs: &Path, a: &Trainer<CpuBackend>, a_name: &str, b: &Trainer<CpuBackend>, b_name: &str) {
-    let (wa, wb) = (a.model().params_to_host().unwrap(), b.model().params_to_host().unwrap());
+fn assert_same_run(runs: &Path, a: &Trainer, a_name: &str, b: &Trainer, b_name: &str) {
+    let (wa, wb) = (a.params_to_host().unwrap(), b.params_to_host().unwrap());
     assert_eq!(wa.len(), wb.len());
     for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
         assert_eq!(na, nb);

@@ -1,0 +1,263 @@
+//! The engine a trainer drives: the model's replicas on their devices, one training step
+//! at a time.
+
+use std::sync::Arc;
+
+use alexnet_autograd::{ParamKind, Tape};
+use alexnet_core::{Backend, SgdStep};
+
+use super::sync::{DEFAULT_BUCKET_BYTES, ExchangeStats, GradientSync};
+use super::{Collective, LocalGroup, Placement, share};
+use crate::checkpoint::TensorMap;
+use crate::error::{Error, Result};
+use crate::metrics::TopK;
+use crate::model::Model;
+use crate::preset::Architecture;
+
+/// One global batch.
+pub(crate) struct StepInput<'a> {
+    /// `[batch, c, h, w]` images, row-major.
+    pub(crate) images: &'a [f32],
+    /// Their shape.
+    pub(crate) shape: [usize; 4],
+    /// Their labels.
+    pub(crate) labels: &'a [usize],
+    /// The step's dropout seed.
+    pub(crate) dropout_seed: u64,
+}
+
+/// What a step measured over the whole global batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StepOutput {
+    /// Mean loss.
+    pub(crate) loss: f32,
+    /// Top-1 and top-5 counts of the logits.
+    pub(crate) topk: TopK,
+}
+
+/// The model on its devices.
+pub(crate) trait Engine: Send {
+    /// The architecture.
+    fn arch(&self) -> &Architecture;
+    /// Forward and backward of one global batch; the gradients are ready for
+    /// [`Engine::sgd_step`] (the loss is checked in between).
+    fn forward_backward(&mut self, input: &StepInput<'_>) -> Result<StepOutput>;
+    /// The SGD update on every device.
+    fn sgd_step(&mut self, step: &SgdStep) -> Result<()>;
+    /// Inference logits of `images` (`shape` = `[n, c, h, w]`), to the host.
+    fn logits(&mut self, images: &[f32], shape: &[usize]) -> Result<Vec<f32>>;
+    /// Parameters and state, as a checkpoint holds them.
+    fn params_to_host(&self) -> Result<TensorMap>;
+    /// Momentum buffers, as a checkpoint holds them.
+    fn momentum_to_host(&self) -> Result<TensorMap>;
+    /// The first device's gradient-exchange costs, when gradients are exchanged.
+    fn exchange_stats(&self) -> Option<ExchangeStats>;
+}
+
+/// Builds the engine for `placement` with parameters `params` (and momentum, when resuming).
+pub(crate) fn build_engine<B: Backend + 'static>(
+    arch: &Architecture,
+    placement: Placement<B>,
+    params: &TensorMap,
+    momentum: Option<&TensorMap>,
+) -> Result<Box<dyn Engine>> {
+    let replica = |backend: Arc<B>| -> Result<Replica<B>> {
+        let mut model = Model::from_params(arch.clone(), backend.clone(), params)?;
+        if let Some(m) = momentum {
+            model.store.load_momentum_from_host(m)?;
+        }
+        Ok(Replica { model, tape: Tape::train(backend), sync: None })
+    };
+    let distributed = matches!(placement, Placement::Distributed { .. });
+    let (replicas, groups): (Vec<Replica<B>>, Vec<Box<dyn Collective>>) = match placement {
+        Placement::Single(backend) => (vec![replica(backend)?], Vec::new()),
+        Placement::Data(backends) => {
+            if backends.is_empty() {
+                return Err(Error::config("data parallelism needs at least one device"));
+            }
+            let members = LocalGroup::members(backends.len());
+            let replicas = backends.into_iter().map(replica).collect::<Result<Vec<_>>>()?;
+            (replicas, members.into_iter().map(|m| Box::new(m) as Box<dyn Collective>).collect())
+        }
+        Placement::Distributed { backend, group } => (vec![replica(backend)?], vec![group]),
+    };
+    let mut engine = Replicas { eval: Tape::inference(replicas[0].model.store.backend().clone()), replicas };
+    if !groups.is_empty() {
+        for (rep, group) in engine.replicas.iter_mut().zip(groups) {
+            rep.sync = Some(GradientSync::new(&rep.model.store, group, DEFAULT_BUCKET_BYTES)?);
+        }
+    }
+    if distributed {
+        // Processes built their replicas apart: start them from participant 0's values.
+        engine.for_each(|rep| rep.broadcast_entries(true))?;
+    }
+    Ok(Box::new(engine))
+}
+
+/// One copy of the model on one device.
+struct Replica<B: Backend> {
+    model: Model<B>,
+    tape: Tape<B>,
+    /// The gradient exchange, when the model is replicated.
+    sync: Option<GradientSync>,
+}
+
+impl<B: Backend> Replica<B> {
+    /// This replica's share of the batch: forward, backward, and the gradient exchange.
+    fn step(&mut self, input: &StepInput<'_>) -> Result<StepOutput> {
+        let [batch, c, h, w] = input.shape;
+        let classes = self.model.arch.classes;
+        let (rank, size) = self.sync.as_ref().map_or((0, 1), |s| (s.rank(), s.size()));
+        let (start, end) = share(batch, rank, size);
+        let n = end - start;
+        let sample_len = c * h * w;
+        let mut local = StepOutput::default();
+        if n > 0 {
+            let tape = &mut self.tape;
+            tape.reset();
+            let x = tape.input(&input.images[start * sample_len..end * sample_len], &[n, c, h, w])?;
+            let logits = self.model.forward_part(tape, x, input.dropout_seed, start as u64)?;
+            let labels = &input.labels[start..end];
+            let loss = tape.softmax_cross_entropy(logits, labels)?;
+            local.loss = tape.scalar(loss)?;
+            match self.sync.as_mut() {
+                None => tape.backward(loss, &mut self.model.store)?,
+                Some(sync) => {
+                    // Each share's mean, weighted by its size, sums to the batch mean.
+                    let weighted = tape.scale(loss, n as f32 / batch as f32)?;
+                    tape.backward_notify(weighted, &mut self.model.store, |store, id| sync.ready(store, id))?;
+                }
+            }
+            local.topk.add_batch(&tape.to_host(logits)?, labels, classes);
+        } else if let Some(sync) = self.sync.as_mut() {
+            sync.contribute_zeros(&mut self.model.store)?;
+        }
+        let Some(sync) = self.sync.as_mut() else { return Ok(local) };
+        sync.finish(&mut self.model.store)?;
+        let t = &local.topk;
+        let sums = sync.sum(
+            "metrics",
+            vec![local.loss * n as f32, t.count as f32, t.top1_correct as f32, t.top5_correct as f32],
+        )?;
+        Ok(StepOutput {
+            loss: sums[0] / batch.max(1) as f32,
+            topk: TopK { count: sums[1] as u64, top1_correct: sums[2] as u64, top5_correct: sums[3] as u64 },
+        })
+    }
+
+    /// Replaces state buffers (and, with `everything`, parameters and momentum) by
+    /// participant 0's, so replicas stay equal.
+    fn broadcast_entries(&mut self, everything: bool) -> Result<()> {
+        let Some(sync) = self.sync.as_ref() else { return Ok(()) };
+        let store = &mut self.model.store;
+        let names: Vec<String> = store
+            .names()
+            .filter(|n| everything || store.id(n).and_then(|id| store.kind(id)).is_ok_and(|k| k == ParamKind::State))
+            .map(str::to_string)
+            .collect();
+        for name in names {
+            let value = sync.broadcast(&name, 0, store.value_to_host(&name)?)?;
+            store.set_value_from_host(&name, &value)?;
+        }
+        if everything {
+            let momentum = store.momentum_to_host_map()?;
+            let mut synced = Vec::with_capacity(momentum.len());
+            for (name, mut t) in momentum {
+                t.data = sync.broadcast(&format!("{name}.momentum"), 0, t.data)?;
+                synced.push((name, t));
+            }
+            store.load_momentum_from_host(&synced)?;
+        }
+        Ok(())
+    }
+}
+
+/// Data parallelism (one replica, or several on this process's devices).
+struct Replicas<B: Backend> {
+    replicas: Vec<Replica<B>>,
+    /// Inference tape on the first replica's device.
+    eval: Tape<B>,
+}
+
+impl<B: Backend> Replicas<B> {
+    /// Runs `f` on every replica at once (the first on this thread), since the replicas
+    /// meet in collective calls. A replica that fails breaks the group so that no other
+    /// waits for it; the first failure is returned, naming its device.
+    fn for_each<T: Send>(&mut self, f: impl Fn(&mut Replica<B>) -> Result<T> + Sync) -> Result<Vec<T>> {
+        if self.replicas.len() == 1 {
+            return Ok(vec![f(&mut self.replicas[0])?]);
+        }
+        let run = |rep: &mut Replica<B>| {
+            let result = f(rep);
+            if let (Err(e), Some(sync)) = (&result, rep.sync.as_mut()) {
+                sync.abort(&e.to_string());
+            }
+            result
+        };
+        let results: Vec<Result<T>> = std::thread::scope(|scope| {
+            let (first, rest) = self.replicas.split_first_mut().expect("at least one replica");
+            let handles: Vec<_> = rest.iter_mut().map(|rep| scope.spawn(|| run(rep))).collect();
+            let mut results = vec![run(first)];
+            results.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(Error::config("a replica's thread panicked")))),
+            );
+            results
+        });
+        // Report the root cause, not the others' "member failed" that it caused.
+        let first_error = results
+            .iter()
+            .position(|r| matches!(r, Err(e) if !matches!(e, Error::Collective { .. })))
+            .or_else(|| results.iter().position(Result::is_err));
+        match first_error {
+            None => Ok(results.into_iter().map(|r| r.expect("no error")).collect()),
+            Some(i) => {
+                let name = self.replicas[i].model.store.backend().name();
+                let source = results.into_iter().nth(i).expect("index").err().expect("an error");
+                Err(Error::Device { index: i, name, source: Box::new(source) })
+            }
+        }
+    }
+}
+
+impl<B: Backend + 'static> Engine for Replicas<B> {
+    fn arch(&self) -> &Architecture {
+        &self.replicas[0].model.arch
+    }
+
+    fn forward_backward(&mut self, input: &StepInput<'_>) -> Result<StepOutput> {
+        Ok(self.for_each(|rep| rep.step(input))?[0])
+    }
+
+    fn sgd_step(&mut self, step: &SgdStep) -> Result<()> {
+        self.for_each(|rep| {
+            rep.model.store.sgd_step(step)?;
+            rep.broadcast_entries(false)
+        })?;
+        Ok(())
+    }
+
+    fn logits(&mut self, images: &[f32], shape: &[usize]) -> Result<Vec<f32>> {
+        let model = &mut self.replicas[0].model;
+        self.eval.reset();
+        let x = self.eval.input(images, shape)?;
+        let logits = model.forward(&mut self.eval, x, 0)?;
+        let host = self.eval.to_host(logits)?;
+        // Hand the parameters back, or the next SGD step finds them in use.
+        self.eval.reset();
+        Ok(host)
+    }
+
+    fn params_to_host(&self) -> Result<TensorMap> {
+        self.replicas[0].model.params_to_host()
+    }
+
+    fn momentum_to_host(&self) -> Result<TensorMap> {
+        Ok(self.replicas[0].model.store.momentum_to_host_map()?)
+    }
+
+    fn exchange_stats(&self) -> Option<ExchangeStats> {
+        self.replicas[0].sync.as_ref().map(GradientSync::stats)
+    }
+}

@@ -1,0 +1,135 @@
+//! Training on several devices and processes.
+//!
+//! A [`Backend`] is one device and stays so. Parallel training lives here, above it:
+//!
+//! - **Data parallelism** ([`Placement::Data`] in one process, [`Placement::Distributed`]
+//!   across processes): every participant holds a replica of the model and takes a
+//!   contiguous share of each global batch, in the single-device order. Dropout masks are
+//!   keyed by the sample's global position ([`alexnet_core::MaskWindow`]) and augmentation by
+//!   the sample's index, so the result does not depend on the participant count. Gradients
+//!   are summed across participants in buckets while the backward pass is still running (as
+//!   PyTorch's DDP does), then every participant applies the same SGD step, which keeps the
+//!   replicas equal.
+//! - The summing is one small interface, [`Collective`]: all-reduce-sum and broadcast of
+//!   named host buffers. [`LocalGroup`] implements it for replicas in one process; an MPI
+//!   implementation serves processes on several machines.
+//!
+//! Batch normalisation (the `keras-bn` preset) normalises with each replica's own share of
+//! the batch, as DDP does without synchronised batch norm; the running statistics are
+//! broadcast from participant 0 after every step so that replicas stay equal.
+
+mod engine;
+mod local;
+mod sync;
+
+use std::sync::Arc;
+
+use alexnet_core::Backend;
+
+pub(crate) use engine::{Engine, StepInput, build_engine};
+pub use local::{LocalGroup, LocalMember};
+pub use sync::{DEFAULT_BUCKET_BYTES, ExchangeStats};
+
+use crate::error::Result;
+
+/// One participant's end of a group that sums gradients: a replica in this process, or a
+/// process (an MPI rank). Every participant makes the same calls in the same order; the
+/// `tag` names what is exchanged, so participants that disagree fail instead of mixing
+/// tensors.
+pub trait Collective: Send {
+    /// This participant's index, `0..size()`.
+    fn rank(&self) -> usize;
+    /// The number of participants.
+    fn size(&self) -> usize;
+    /// Replaces `data` by its element-wise sum over all participants.
+    fn all_reduce_sum(&mut self, tag: &str, data: &mut [f32]) -> Result<()>;
+    /// Replaces `data` by participant `root`'s `data`.
+    fn broadcast(&mut self, tag: &str, root: usize, data: &mut [f32]) -> Result<()>;
+    /// Ends the group after a failure of this participant, so that no other waits forever:
+    /// their pending and later calls fail with `reason`.
+    fn abort(&mut self, reason: &str);
+    /// What the group is, for logs (`in-process, 2 replicas`, `MPI, 4 ranks`).
+    fn describe(&self) -> String;
+}
+
+/// How a training run spreads over devices and processes.
+pub enum Placement<B: Backend> {
+    /// One device.
+    Single(Arc<B>),
+    /// Data parallelism in this process: one replica per backend (devices listed once each).
+    Data(Vec<Arc<B>>),
+    /// This process is one member of a data-parallel group of processes (MPI): its replica
+    /// runs on `backend` and sums gradients through `group`.
+    Distributed {
+        /// This process's device.
+        backend: Arc<B>,
+        /// This process's end of the group.
+        group: Box<dyn Collective>,
+    },
+}
+
+impl<B: Backend> From<Arc<B>> for Placement<B> {
+    fn from(backend: Arc<B>) -> Self {
+        Placement::Single(backend)
+    }
+}
+
+impl<B: Backend> Placement<B> {
+    /// The device that evaluates and whose parameters are saved (the first).
+    pub fn primary(&self) -> &Arc<B> {
+        match self {
+            Placement::Single(b) | Placement::Distributed { backend: b, .. } => b,
+            Placement::Data(backends) => &backends[0],
+        }
+    }
+
+    /// Whether this process writes checkpoints, metrics and plots (rank 0 of a group).
+    pub fn is_primary_process(&self) -> bool {
+        match self {
+            Placement::Distributed { group, .. } => group.rank() == 0,
+            _ => true,
+        }
+    }
+
+    /// A one-line description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Placement::Single(b) => b.name(),
+            Placement::Data(backends) => {
+                let names: Vec<String> = backends.iter().map(|b| b.name()).collect();
+                format!("data parallel over {} devices: {}", backends.len(), names.join(", "))
+            }
+            Placement::Distributed { backend, group } => {
+                format!("{} ({}, rank {})", backend.name(), group.describe(), group.rank())
+            }
+        }
+    }
+}
+
+/// The contiguous share `[start, end)` of a batch of `batch` samples that participant `rank`
+/// of `size` takes: sizes differ by at most one, in rank order.
+pub fn share(batch: usize, rank: usize, size: usize) -> (usize, usize) {
+    assert!(rank < size, "rank {rank} of {size}");
+    (batch * rank / size, batch * (rank + 1) / size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_tile_the_batch_in_order() {
+        for batch in 0..40 {
+            for size in 1..6 {
+                let mut next = 0;
+                for rank in 0..size {
+                    let (start, end) = share(batch, rank, size);
+                    assert_eq!(start, next);
+                    assert!(end - start <= batch.div_ceil(size) && end - start >= batch / size);
+                    next = end;
+                }
+                assert_eq!(next, batch);
+            }
+        }
+    }
+}
