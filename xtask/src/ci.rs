@@ -25,6 +25,12 @@ fn step(name: &str, root: &Path, program: &str, args: &[&str], env: &[(&str, &st
 }
 
 pub fn run(args: CiArgs, root: &Path) -> AnyResult {
+    if args.require_opencl {
+        // .ci/run installs it; the OpenCL tests run every GEMM on CLBlast too and fail without it.
+        alexnet_opencl::GemmEngine::ClBlast
+            .ensure_available()
+            .map_err(|e| format!("{e} (the CI's OpenCL tests need it: `apt-get install libclblast1`)"))?;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     step("cargo fmt", root, &cargo, &["fmt", "--all", "--", "--check"], &[])?;
     step("cargo clippy", root, &cargo, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;

@@ -1,13 +1,14 @@
 //! Per-kernel throughput of the OpenCL backend: GEMM and convolution in FLOP/s (divan's
 //! "item/s" counts floating-point operations), memory-bound kernels in bytes/s.
 //!
-//! `cargo bench -p alexnet-opencl --bench kernels` (device from `ALEX_OPENCL_DEVICE`). On PoCL
-//! the numbers are for regression only: the kernels are written for GPUs.
+//! `cargo bench -p alexnet-opencl --bench kernels` (device from `ALEX_OPENCL_DEVICE`). The GEMM
+//! bench runs AlexNet's shapes on both engines (`gemm::<i>`: shape `i` of [`ALEXNET_GEMMS`]). On
+//! PoCL the numbers are for regression only: the kernels are written for GPUs.
 
 use std::sync::OnceLock;
 
 use alexnet_core::{Activation, Backend, Conv2dGeom, LrnParams, PoolGeom, PoolKind, Rounding, Shape4};
-use alexnet_opencl::OpenClBackend;
+use alexnet_opencl::{DeviceSelector, GemmEngine, OpenClBackend};
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
 
@@ -29,10 +30,38 @@ fn data(be: &OpenClBackend, n: usize) -> alexnet_opencl::ClBuffer {
     be.upload(&host).unwrap()
 }
 
-/// Square GEMM `n x n x n`, and AlexNet's fc7 at batch 32 (32 x 4096 x 4096, weights transposed).
-#[divan::bench(args = [(128, 128, 128, false), (512, 512, 512, false), (32, 4096, 4096, true)])]
-fn gemm(bencher: Bencher<'_, '_>, (m, n, k, trans_b): (usize, usize, usize, bool)) {
-    let be = backend().unwrap();
+/// A backend with GEMM engine `engine`, or `None` where it is unavailable (CLBlast missing).
+fn backend_with(engine: GemmEngine) -> Option<&'static OpenClBackend> {
+    static BACKENDS: OnceLock<[Option<OpenClBackend>; 2]> = OnceLock::new();
+    let [own, clblast] = BACKENDS.get_or_init(|| {
+        [GemmEngine::Own, GemmEngine::ClBlast]
+            .map(|e| OpenClBackend::with_gemm(&DeviceSelector::from_env(), Some(e)).ok())
+    });
+    match engine {
+        GemmEngine::Own => own.as_ref(),
+        _ => clblast.as_ref(),
+    }
+}
+
+/// AlexNet's GEMMs `(name, m, n, k, trans_b)`: each convolution's forward for one image and one
+/// group (`cout_g x positions x cin_g k^2`), the conv1 weight gradient over 8 images, and the
+/// dense layers at batch 32 (weights stored `outputs x inputs`, so B is transposed).
+const ALEXNET_GEMMS: [(&str, usize, usize, usize, bool); 8] = [
+    ("conv1", 96, 3025, 363, false),
+    ("conv2", 128, 729, 1200, false),
+    ("conv3", 384, 169, 2304, false),
+    ("conv4", 192, 169, 1728, false),
+    ("conv5", 128, 169, 1728, false),
+    ("conv1 dW, 8 images", 96, 363, 8 * 3025, true),
+    ("fc6, batch 32", 32, 4096, 9216, true),
+    ("fc7, batch 32", 32, 4096, 4096, true),
+];
+
+/// AlexNet's GEMM shapes on our own kernel and on CLBlast (skipped where CLBlast is missing).
+#[divan::bench(args = [GemmEngine::Own, GemmEngine::ClBlast], consts = [0, 1, 2, 3, 4, 5, 6, 7])]
+fn gemm<const SHAPE: usize>(bencher: Bencher<'_, '_>, engine: GemmEngine) {
+    let Some(be) = backend_with(engine) else { return };
+    let (_, m, n, k, trans_b) = ALEXNET_GEMMS[SHAPE];
     let (a, b) = (data(be, m * k), data(be, k * n));
     let mut c = be.zeros(m * n).unwrap();
     bencher.counter(ItemsCount::new(2 * m * n * k)).bench_local(|| {

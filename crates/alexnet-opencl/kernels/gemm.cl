@@ -7,9 +7,8 @@
 // coalesced along the stored matrix's contiguous axis for each transpose variant; panels
 // that cross the matrix edge are zero-filled, and stores are bounds-checked.
 //
-// Batch: work-item z = get_global_id(2) is split into (z / batch_inner, z % batch_inner),
-// and each matrix advances by its own (outer, inner) strides, which covers "per image, per
-// group" convolution GEMMs in one launch.
+// Batch: work-item z = get_global_id(2) selects batch item z, and each matrix advances by its
+// own stride (convolution batches over groups in one launch).
 
 // Helpers are plain (not C99 `inline`) functions throughout: an inline-only definition has
 // no external symbol when a compiler declines to inline it. gemm_tile asks to be inlined so
@@ -20,12 +19,11 @@
 
 #define GEMM_PARAMS                                                                              \
     const uint M, const uint N, const uint K, const float alpha, const float beta,                \
-    __global const float* A, const uint a_off, const uint lda, const uint a_so, const uint a_si, \
-    __global const float* B, const uint b_off, const uint ldb, const uint b_so, const uint b_si, \
-    __global float* C, const uint c_off, const uint ldc, const uint c_so, const uint c_si,       \
-    const uint batch_inner
+    __global const float* A, const uint a_off, const uint lda, const uint a_stride,               \
+    __global const float* B, const uint b_off, const uint ldb, const uint b_stride,               \
+    __global float* C, const uint c_off, const uint ldc, const uint c_stride
 
-#define GEMM_ARGS M, N, K, alpha, beta, A, a_off, lda, a_so, a_si, B, b_off, ldb, b_so, b_si, C, c_off, ldc, c_so, c_si, batch_inner
+#define GEMM_ARGS M, N, K, alpha, beta, A, a_off, lda, a_stride, B, b_off, ldb, b_stride, C, c_off, ldc, c_stride
 
 __attribute__((always_inline)) void gemm_tile(const bool trans_a, const bool trans_b, __local float* As, __local float* Bs, GEMM_PARAMS) {
     const uint tx = get_local_id(0);
@@ -34,11 +32,9 @@ __attribute__((always_inline)) void gemm_tile(const bool trans_a, const bool tra
     const uint n0 = get_group_id(0) * TS;
     const uint m0 = get_group_id(1) * TS;
     const uint z = get_global_id(2);
-    const uint zo = z / batch_inner;
-    const uint zi = z - zo * batch_inner;
-    A += a_off + zo * a_so + zi * a_si;
-    B += b_off + zo * b_so + zi * b_si;
-    C += c_off + zo * c_so + zi * c_si;
+    A += a_off + z * a_stride;
+    B += b_off + z * b_stride;
+    C += c_off + z * c_stride;
 
     float4 acc[GEMM_WPT];
     for (uint i = 0; i < GEMM_WPT; i++) acc[i] = (float4)(0.0f);

@@ -1,6 +1,7 @@
 //! [`OpenClBackend`]: construction, buffer management, launch helpers and the
 //! [`alexnet_core::Backend`] implementation (which delegates each op to its module in `ops`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use alexnet_core::{
@@ -12,6 +13,7 @@ use opencl3::event::{CL_COMPLETE, Event};
 use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING};
 
 use crate::buffer::{ClBuffer, Pool};
+use crate::clblast::GemmEngine;
 use crate::context::{Arg, DeviceContext, Kern};
 use crate::device::{DeviceInfo, DeviceSelector, device_context};
 use crate::error::{ClResultExt, OpenClError};
@@ -28,6 +30,10 @@ pub struct OpenClBackend {
     ctx: Arc<DeviceContext>,
     queue: CommandQueue,
     pool: Arc<Pool>,
+    gemm: GemmEngine,
+    /// Elements of convolution scratch (columns) one call may hold; see [`Self::scratch_budget`].
+    scratch_budget: usize,
+    counters: Counters,
     /// Host copies of uploads still in flight, kept alive until their write completes.
     staged: Mutex<Vec<Staged>>,
 }
@@ -54,14 +60,26 @@ impl Drop for OpenClBackend {
 
 impl std::fmt::Debug for OpenClBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenClBackend").field("device", &self.ctx.info).finish_non_exhaustive()
+        f.debug_struct("OpenClBackend")
+            .field("device", &self.ctx.info)
+            .field("gemm", &self.gemm)
+            .finish_non_exhaustive()
     }
 }
 
 impl OpenClBackend {
-    /// A backend on the selected device. The first call per device builds the kernels
-    /// (about half a second on PoCL; drivers cache the binaries afterwards).
+    /// A backend on the selected device, with the GEMM engine that [`crate::GEMM_ENV`] forces
+    /// or else CLBlast when it loads. The first call per device builds the kernels (about half
+    /// a second on PoCL; drivers cache the binaries afterwards).
     pub fn new(selector: &DeviceSelector) -> Result<Self, OpenClError> {
+        Self::with_gemm(selector, GemmEngine::from_env()?)
+    }
+
+    /// A backend on the selected device with GEMM engine `gemm` (`None`: CLBlast when it
+    /// loads, our kernels otherwise). A forced CLBlast that does not load is
+    /// [`OpenClError::ClBlastUnavailable`].
+    pub fn with_gemm(selector: &DeviceSelector, gemm: Option<GemmEngine>) -> Result<Self, OpenClError> {
+        let gemm = GemmEngine::resolve(gemm)?;
         let ctx = device_context(selector)?;
         // clCreateCommandQueue is the OpenCL 1.2 call (deprecated in 2.0 but present
         // everywhere); the 2.0 replacement is missing on 1.2-only platforms.
@@ -70,7 +88,19 @@ impl OpenClBackend {
         let queue = unsafe { CommandQueue::create(&ctx.context, ctx.device.id(), 0) }.cl("clCreateCommandQueue")?;
         // Keep at most a quarter of device memory in free, pooled buffers.
         let pool = Arc::new(Pool::new(ctx.info.global_mem_bytes / 4));
-        Ok(Self { ctx, queue, pool, staged: Mutex::new(Vec::new()) })
+        // A sixteenth of device memory (within one allocation) for convolution scratch: the whole
+        // batch in one chunk on large GPUs, chunks of images on small devices.
+        let scratch_bytes = (ctx.info.global_mem_bytes / 16).min(ctx.info.max_alloc_bytes);
+        let scratch_budget = usize::try_from(scratch_bytes / 4).unwrap_or(usize::MAX).min(u32::MAX as usize);
+        Ok(Self {
+            ctx,
+            queue,
+            pool,
+            gemm,
+            scratch_budget,
+            counters: Counters::default(),
+            staged: Mutex::new(Vec::new()),
+        })
     }
 
     /// A backend on the device named by [`crate::DEVICE_ENV`], or the default device.
@@ -81,6 +111,48 @@ impl OpenClBackend {
     /// The device this backend runs on.
     pub fn device_info(&self) -> &DeviceInfo {
         &self.ctx.info
+    }
+
+    /// The engine that runs this backend's matrix products.
+    pub fn gemm_engine(&self) -> GemmEngine {
+        self.gemm
+    }
+
+    /// Commands and transfers enqueued so far: compare two readings to count a training step's.
+    pub fn activity(&self) -> Activity {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Activity {
+            launches: get(&c.launches),
+            library_calls: get(&c.library_calls),
+            device_copies: get(&c.device_copies),
+            uploads: get(&c.uploads),
+            upload_bytes: get(&c.upload_bytes),
+            downloads: get(&c.downloads),
+            download_bytes: get(&c.download_bytes),
+        }
+    }
+
+    /// Elements of scratch (im2col columns and a transposed output) one convolution call uses
+    /// at most; larger batches run in chunks of images.
+    pub(crate) fn scratch_budget(&self) -> usize {
+        self.scratch_budget
+    }
+
+    /// Makes convolutions run in small chunks, to test the chunk loop.
+    #[cfg(test)]
+    pub(crate) fn set_scratch_budget(&mut self, elements: usize) {
+        self.scratch_budget = elements;
+    }
+
+    /// Counts one CLBlast call.
+    pub(crate) fn count_library_call(&self) {
+        self.counters.library_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The in-order queue every op of this backend is enqueued on.
+    pub(crate) fn queue(&self) -> &CommandQueue {
+        &self.queue
     }
 
     /// Bytes held in free, pooled buffers.
@@ -111,7 +183,9 @@ impl OpenClBackend {
 
     /// Enqueues `kern` over `global` work-items in work-groups of `local`.
     pub(crate) fn launch(&self, kern: Kern, global: &[usize], local: &[usize], args: &[Arg<'_>]) -> Result<()> {
-        Ok(self.ctx.launch(&self.queue, kern, global, local, args)?)
+        self.ctx.launch(&self.queue, kern, global, local, args)?;
+        self.counters.launches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Enqueues a one-dimensional kernel over `n` work-items (nothing when `n == 0`).
@@ -147,6 +221,60 @@ impl OpenClBackend {
     }
 }
 
+/// Running totals behind [`OpenClBackend::activity`].
+#[derive(Default)]
+struct Counters {
+    launches: AtomicU64,
+    library_calls: AtomicU64,
+    device_copies: AtomicU64,
+    uploads: AtomicU64,
+    upload_bytes: AtomicU64,
+    downloads: AtomicU64,
+    download_bytes: AtomicU64,
+}
+
+impl Counters {
+    fn transfer(&self, count: &AtomicU64, bytes: &AtomicU64, elements: usize) {
+        count.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add((elements * std::mem::size_of::<f32>()) as u64, Ordering::Relaxed);
+    }
+}
+
+/// What a backend has enqueued since it was made ([`OpenClBackend::activity`]); the difference
+/// of two readings ([`Activity::since`]) is what happened in between.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Our own kernels enqueued.
+    pub launches: u64,
+    /// CLBlast calls (each enqueues one or a few kernels of its own).
+    pub library_calls: u64,
+    /// Device-to-device buffer copies.
+    pub device_copies: u64,
+    /// Host-to-device writes.
+    pub uploads: u64,
+    /// Bytes written to the device.
+    pub upload_bytes: u64,
+    /// Device-to-host reads.
+    pub downloads: u64,
+    /// Bytes read from the device.
+    pub download_bytes: u64,
+}
+
+impl Activity {
+    /// The activity between an `earlier` reading and this one.
+    pub fn since(&self, earlier: &Activity) -> Activity {
+        Activity {
+            launches: self.launches - earlier.launches,
+            library_calls: self.library_calls - earlier.library_calls,
+            device_copies: self.device_copies - earlier.device_copies,
+            uploads: self.uploads - earlier.uploads,
+            upload_bytes: self.upload_bytes - earlier.upload_bytes,
+            downloads: self.downloads - earlier.downloads,
+            download_bytes: self.download_bytes - earlier.download_bytes,
+        }
+    }
+}
+
 /// `v` as a kernel `uint`, or [`OpenClError::TooLarge`].
 pub(crate) fn u(what: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| OpenClError::TooLarge { what, value: v }.into())
@@ -156,7 +284,7 @@ impl Backend for OpenClBackend {
     type Buffer = ClBuffer;
 
     fn name(&self) -> String {
-        format!("opencl:{}", self.ctx.info.name)
+        format!("opencl:{} ({} GEMM)", self.ctx.info.name, self.gemm)
     }
 
     fn zeros(&self, len: usize) -> Result<ClBuffer> {
@@ -182,6 +310,7 @@ impl Backend for OpenClBackend {
             let write = unsafe { self.queue.enqueue_write_buffer(buf.mem_mut(), CL_NON_BLOCKING, 0, &data, &[]) }
                 .cl("clEnqueueWriteBuffer")?;
             self.queue.flush().cl("clFlush")?;
+            self.counters.transfer(&self.counters.uploads, &self.counters.upload_bytes, host.len());
             let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
             staged.retain(|s| !s.done());
             staged.push(Staged { write, _data: data });
@@ -196,6 +325,7 @@ impl Backend for OpenClBackend {
             // every kernel that writes `buf` has finished first.
             unsafe { self.queue.enqueue_read_buffer(buf.mem(), CL_BLOCKING, 0, host, &[]) }
                 .cl("clEnqueueReadBuffer")?;
+            self.counters.transfer(&self.counters.downloads, &self.counters.download_bytes, host.len());
         }
         Ok(())
     }
@@ -215,7 +345,9 @@ impl Backend for OpenClBackend {
     }
 
     fn copy(&self, src: &ClBuffer, dst: &mut ClBuffer) -> Result<()> {
-        ops::elementwise::copy(self, &self.queue, src, dst)
+        ops::elementwise::copy(self, &self.queue, src, dst)?;
+        self.counters.device_copies.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn axpy(&self, alpha: f32, x: &ClBuffer, y: &mut ClBuffer) -> Result<()> {

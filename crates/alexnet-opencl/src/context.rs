@@ -56,6 +56,7 @@ kernel_table! {
     GemmTT => "gemm_tt",
     Im2col => "im2col",
     Col2im => "col2im",
+    SwapOuter => "swap_outer",
     MaxPoolForward => "max_pool_forward",
     MaxPoolBackward => "max_pool_backward",
     AvgPoolForward => "avg_pool_forward",

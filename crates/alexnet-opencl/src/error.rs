@@ -53,6 +53,31 @@ pub enum OpenClError {
         /// Which buffer.
         buffer: &'static str,
     },
+    /// CLBlast was asked for (by `ALEX_OPENCL_GEMM=clblast` or the API) but could not be loaded.
+    #[error(
+        "CLBlast was requested but could not be loaded ({reason}); install it (Debian: `apt-get install \
+         libclblast1`), put libclblast.so.1 on LD_LIBRARY_PATH, or use our own GEMM (ALEX_OPENCL_GEMM=own)"
+    )]
+    ClBlastUnavailable {
+        /// Each library name tried, with the loader's message.
+        reason: String,
+    },
+    /// A CLBlast call returned an error status.
+    #[error("{call} failed with status {status} ({name})")]
+    ClBlast {
+        /// The CLBlast function.
+        call: &'static str,
+        /// Its `CLBlastStatusCode`.
+        status: i32,
+        /// The code's name in clblast_c.h.
+        name: &'static str,
+    },
+    /// `ALEX_OPENCL_GEMM` (or a parsed engine name) is neither `clblast`, `own` nor `auto`.
+    #[error("GEMM engine `{value}` is unknown (ALEX_OPENCL_GEMM takes clblast, own or auto)")]
+    InvalidGemmEngine {
+        /// The text given.
+        value: String,
+    },
     /// A size exceeds what the kernels index with 32-bit integers.
     #[error("{what} = {value} exceeds the 32-bit index range of the OpenCL kernels")]
     TooLarge {

@@ -11,6 +11,9 @@
 //!   kernel needs atomics.
 //! - `opencl3` loads `libOpenCL.so.1` at run time: this crate builds anywhere, and a machine
 //!   without OpenCL gets [`OpenClError::NoRuntime`] or [`OpenClError::NoDevice`].
+//! - Matrix products run on CLBlast, the tuned OpenCL BLAS, when `libclblast.so.1` loads (it is
+//!   opened at run time too), else on this crate's own GEMM kernel; [`GEMM_ENV`] or
+//!   [`OpenClBackend::with_gemm`] forces one ([`GemmEngine`]).
 //! - Devices are chosen by index or name ([`DeviceSelector`], or the [`DEVICE_ENV`]
 //!   environment variable) from [`list_devices`].
 //! - Dropout masks are bit-identical to the CPU backend's (the counter RNG of
@@ -34,6 +37,7 @@
 
 mod backend;
 mod buffer;
+mod clblast;
 mod context;
 mod device;
 mod error;
@@ -43,8 +47,9 @@ mod testing;
 
 use std::io::Write as _;
 
-pub use backend::OpenClBackend;
+pub use backend::{Activity, OpenClBackend};
 pub use buffer::ClBuffer;
+pub use clblast::{GEMM_ENV, GemmEngine};
 pub use device::{DEVICE_ENV, DeviceInfo, DeviceSelector, list_devices};
 pub use error::OpenClError;
 
@@ -52,10 +57,21 @@ pub use error::OpenClError;
 /// (CI sets it so that a broken OpenCL install fails rather than passes silently).
 pub const REQUIRE_ENV: &str = "ALEX_REQUIRE_OPENCL";
 
-/// The backend for tests: the device from [`DEVICE_ENV`] (or the default), or `None` after
-/// printing why it is skipped. With `ALEX_REQUIRE_OPENCL=1` a missing device panics instead.
+/// The backend for tests: the device from [`DEVICE_ENV`] (or the default) with the GEMM engine
+/// of [`GEMM_ENV`] (or the default), or `None` after printing why it is skipped. With
+/// `ALEX_REQUIRE_OPENCL=1` a missing device panics instead.
 pub fn test_backend() -> Option<OpenClBackend> {
-    match OpenClBackend::from_env() {
+    test_backend_or_skip(OpenClBackend::from_env())
+}
+
+/// [`test_backend`] with GEMM engine `gemm` forced: `None` (skip printed) when the device or
+/// CLBlast is missing, a panic instead with `ALEX_REQUIRE_OPENCL=1`.
+pub fn test_backend_with_gemm(gemm: GemmEngine) -> Option<OpenClBackend> {
+    test_backend_or_skip(OpenClBackend::with_gemm(&DeviceSelector::from_env(), Some(gemm)))
+}
+
+fn test_backend_or_skip(made: Result<OpenClBackend, OpenClError>) -> Option<OpenClBackend> {
+    match made {
         Ok(backend) => Some(backend),
         Err(e) => {
             if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {

@@ -9,6 +9,11 @@ pub(crate) fn backend() -> Option<OpenClBackend> {
     crate::test_backend()
 }
 
+/// One test backend per GEMM engine (both must be present with `ALEX_REQUIRE_OPENCL=1`).
+pub(crate) fn backends() -> Vec<OpenClBackend> {
+    [crate::GemmEngine::Own, crate::GemmEngine::ClBlast].into_iter().filter_map(crate::test_backend_with_gemm).collect()
+}
+
 /// `n` values in `[-1, 1)` from the core counter RNG.
 pub(crate) fn random(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|i| alexnet_core::rng::uniform(seed, i as u64) * 2.0 - 1.0).collect()

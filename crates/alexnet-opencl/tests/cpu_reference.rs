@@ -3,7 +3,12 @@
 
 use alexnet_conv::ConvWorkspace;
 use alexnet_core::{AlphaConvention, Backend, Conv2dGeom, LrnParams, PoolGeom, PoolKind, Rounding, Shape4};
-use alexnet_opencl::{ClBuffer, OpenClBackend, test_backend};
+use alexnet_opencl::{ClBuffer, GemmEngine, OpenClBackend, test_backend, test_backend_with_gemm};
+
+/// A backend per GEMM engine: convolutions are checked on both.
+fn backends() -> Vec<OpenClBackend> {
+    [GemmEngine::Own, GemmEngine::ClBlast].into_iter().filter_map(test_backend_with_gemm).collect()
+}
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|i| alexnet_core::rng::uniform(seed, i as u64) * 2.0 - 1.0).collect()
@@ -50,13 +55,14 @@ fn check_conv(be: &OpenClBackend, geom: Conv2dGeom, input: Shape4) {
     let (xb, wb, dyb) = (be.upload(&x).unwrap(), be.upload(&w).unwrap(), be.upload(&dy).unwrap());
     let mut yb = be.zeros(out.numel()).unwrap();
     be.conv2d_forward(&geom, input, &xb, &wb, Some(&be.upload(&b).unwrap()), &mut yb).unwrap();
-    assert_close(&format!("conv forward {input} {geom:?}"), &down(be, &yb), &y, 1e-4);
+    let engine = be.gemm_engine();
+    assert_close(&format!("conv forward {input} {geom:?} ({engine} GEMM)"), &down(be, &yb), &y, 1e-4);
     let mut dxb = be.zeros(input.numel()).unwrap();
     be.conv2d_backward_input(&geom, input, &wb, &dyb, &mut dxb).unwrap();
-    assert_close(&format!("conv dx {input}"), &down(be, &dxb), &dx, 1e-4);
+    assert_close(&format!("conv dx {input} ({engine} GEMM)"), &down(be, &dxb), &dx, 1e-4);
     let mut dwb = be.zeros(w.len()).unwrap();
     be.conv2d_backward_weight(&geom, input, &xb, &dyb, &mut dwb).unwrap();
-    assert_close(&format!("conv dw {input}"), &down(be, &dwb), &dw, 1e-4);
+    assert_close(&format!("conv dw {input} ({engine} GEMM)"), &down(be, &dwb), &dw, 1e-4);
 }
 
 fn shape(n: usize, c: usize, h: usize, w: usize) -> Shape4 {
@@ -65,7 +71,12 @@ fn shape(n: usize, c: usize, h: usize, w: usize) -> Shape4 {
 
 #[test]
 fn alexnet_convolutions_batch_1() {
-    let Some(be) = test_backend() else { return };
+    for be in backends() {
+        alexnet_convolutions_on(&be);
+    }
+}
+
+fn alexnet_convolutions_on(be: &OpenClBackend) {
     let exact = |g: Conv2dGeom| g.with_rounding(Rounding::Exact);
     for (geom, input) in [
         (exact(Conv2dGeom::square(3, 96, 11, 4, 0, 1).unwrap()), shape(1, 3, 227, 227)),
@@ -74,15 +85,20 @@ fn alexnet_convolutions_batch_1() {
         (exact(Conv2dGeom::square(384, 384, 3, 1, 1, 2).unwrap()), shape(1, 384, 13, 13)),
         (exact(Conv2dGeom::square(384, 256, 3, 1, 1, 2).unwrap()), shape(1, 384, 13, 13)),
     ] {
-        check_conv(&be, geom, input);
+        check_conv(be, geom, input);
     }
 }
 
 /// Several images per chunk and odd sizes: batched GEMM strides across images and groups.
 #[test]
 fn batched_grouped_convolution() {
-    let Some(be) = test_backend() else { return };
-    check_conv(&be, Conv2dGeom::square(6, 9, 3, 2, 1, 3).unwrap().with_rounding(Rounding::Ceil), shape(5, 6, 12, 11));
+    for be in backends() {
+        check_conv(
+            &be,
+            Conv2dGeom::square(6, 9, 3, 2, 1, 3).unwrap().with_rounding(Rounding::Ceil),
+            shape(5, 6, 12, 11),
+        );
+    }
 }
 
 fn check_pool(be: &OpenClBackend, kind: PoolKind, geom: PoolGeom, input: Shape4) {
@@ -164,7 +180,12 @@ fn pick(seed: u64, index: u64, lo: usize, hi: usize) -> usize {
 /// roundings); those that the geometry rejects are skipped and counted.
 #[test]
 fn randomised_convolutions() {
-    let Some(be) = test_backend() else { return };
+    for be in backends() {
+        randomised_convolutions_on(&be);
+    }
+}
+
+fn randomised_convolutions_on(be: &OpenClBackend) {
     let mut checked = 0;
     for case in 0..40u64 {
         let r = |i: u64, lo: usize, hi: usize| pick(case, i, lo, hi);
@@ -184,7 +205,7 @@ fn randomised_convolutions() {
         };
         let input = shape(r(10, 1, 3), geom.in_channels, r(11, 3, 12), r(12, 3, 12));
         if geom.output_shape(input).is_ok() {
-            check_conv(&be, geom, input);
+            check_conv(be, geom, input);
             checked += 1;
         }
     }

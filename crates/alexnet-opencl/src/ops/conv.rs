@@ -1,8 +1,13 @@
-//! Convolution with groups as im2col + batched GEMM, in chunks of images.
+//! Convolution with groups as im2col + one GEMM per chunk of images, batched over groups.
 //!
-//! One chunk's column matrix `col[img][g][K][P]` (K = in-channels per group x kernel area,
-//! P = output positions) is built by `im2col`, then one batched GEMM launch covers every
-//! (image, group) pair. The chunk size keeps the column buffer within [`COL_BUDGET`].
+//! A chunk's column matrix `col[row][img][p]` (rows: input channels x kernel area, columns: the
+//! chunk's images side by side, output positions within each) is built by `im2col`; one GEMM
+//! launch batched over the groups then covers the whole chunk, with `n` (or `k`, for the weight
+//! gradient) = images x positions: large products that keep a GPU busy, and the weight gradient
+//! sums over the chunk's images inside the GEMM instead of one launch per image. Output-shaped
+//! operands use the matching `[channel][img][p]` layout, converted from and to NCHW by one
+//! `swap_outer` launch per chunk. The chunk size keeps the scratch within the backend's
+//! [`OpenClBackend::scratch_budget`].
 
 use alexnet_core::{Conv2dGeom, Result, Shape4};
 
@@ -10,9 +15,6 @@ use crate::backend::{OpenClBackend, u};
 use crate::buffer::ClBuffer;
 use crate::context::{Arg, Kern};
 use crate::ops::gemm::{MatView, gemm_batched};
-
-/// Largest column buffer, in elements (64 MiB of f32).
-const COL_BUDGET: usize = 16 << 20;
 
 /// Sizes shared by the three convolution kernels.
 struct Plan {
@@ -29,12 +31,13 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(geom: &Conv2dGeom, input: Shape4) -> Result<Self> {
+    fn new(be: &OpenClBackend, geom: &Conv2dGeom, input: Shape4) -> Result<Self> {
         let out = geom.output_shape(input)?;
         let k = geom.in_per_group() * geom.kernel_h * geom.kernel_w;
         let p = out.h * out.w;
-        let per_image = geom.groups * k * p;
-        let chunk = (COL_BUDGET / per_image.max(1)).clamp(1, input.n);
+        // Columns plus the output in [channel][img][p] layout, per image.
+        let per_image = (geom.groups * k + geom.out_channels) * p;
+        let chunk = (be.scratch_budget() / per_image.max(1)).clamp(1, input.n);
         Ok(Self { input, out, groups: geom.groups, k, p, cout_g: geom.out_per_group(), chunk })
     }
 
@@ -43,14 +46,16 @@ impl Plan {
         (0..self.input.n).step_by(self.chunk).map(|i0| (i0, self.chunk.min(self.input.n - i0)))
     }
 
-    fn col_len(&self) -> usize {
-        self.chunk * self.groups * self.k * self.p
+    /// Scratch for one chunk's columns and one chunk's output in `[channel][img][p]` layout.
+    fn scratch(&self, be: &OpenClBackend) -> Result<(ClBuffer, ClBuffer)> {
+        Ok((be.scratch(self.chunk * self.groups * self.k * self.p)?, be.scratch(self.chunk * self.out.c * self.p)?))
     }
 
-    /// The window geometry as kernel arguments: C, H, W, KH, KW, SH, SW, PH, PW, OH, OW.
-    fn window_args(&self, geom: &Conv2dGeom) -> Result<[Arg<'static>; 11]> {
+    /// The window geometry as kernel arguments: nb, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW.
+    fn window_args(&self, geom: &Conv2dGeom, nb: usize) -> Result<[Arg<'static>; 12]> {
         let s = self.input;
         Ok([
+            Arg::U32(u("images per chunk", nb)?),
             Arg::U32(u("channels", s.c)?),
             Arg::U32(u("height", s.h)?),
             Arg::U32(u("width", s.w)?),
@@ -79,25 +84,49 @@ impl Plan {
             Arg::Buf(x),
             Arg::U32(u("offset", i0 * self.input.image_len())?),
         ];
-        args.extend(self.window_args(geom)?);
+        args.extend(self.window_args(geom, nb)?);
         args.push(Arg::Buf(col));
         be.launch_1d(Kern::Im2col, total, &args)
     }
 
+    /// `dst[b][a][p] = src[src_off + (a * outer_b + b) * p]` for `a < outer_a`, `b < outer_b`.
+    fn swap(
+        &self,
+        be: &OpenClBackend,
+        (src, src_off): (&ClBuffer, usize),
+        (outer_a, outer_b): (usize, usize),
+        (dst, dst_off): (&ClBuffer, usize),
+    ) -> Result<()> {
+        let total = outer_a * outer_b * self.p;
+        be.launch_1d(
+            Kern::SwapOuter,
+            total,
+            &[
+                Arg::U32(u("length", total)?),
+                Arg::Buf(src),
+                Arg::U32(u("offset", src_off)?),
+                Arg::U32(u("extent", outer_a)?),
+                Arg::U32(u("extent", outer_b)?),
+                Arg::U32(u("positions", self.p)?),
+                Arg::Buf(dst),
+                Arg::U32(u("offset", dst_off)?),
+            ],
+        )
+    }
+
     /// The weight of group `g` as a `cout_g x k` matrix.
     fn weight<'a>(&self, w: &'a ClBuffer) -> MatView<'a> {
-        MatView { buf: w, offset: 0, ld: self.k, outer: 0, inner: self.cout_g * self.k }
+        MatView { buf: w, offset: 0, ld: self.k, stride: self.cout_g * self.k }
     }
 
-    /// The output (or output gradient) of (image i0 + zo, group zi) as a `cout_g x p` matrix.
-    fn output<'a>(&self, y: &'a ClBuffer, i0: usize) -> MatView<'a> {
-        let image = self.out.image_len();
-        MatView { buf: y, offset: i0 * image, ld: self.p, outer: image, inner: self.cout_g * self.p }
+    /// Group `g` of output-shaped `[channel][img][p]` data of `nb` images: `cout_g x nb p`.
+    fn output_t<'a>(&self, yt: &'a ClBuffer, nb: usize) -> MatView<'a> {
+        MatView { buf: yt, offset: 0, ld: nb * self.p, stride: self.cout_g * nb * self.p }
     }
 
-    /// The columns of (chunk image zo, group zi) as a `k x p` matrix.
-    fn columns<'a>(&self, col: &'a ClBuffer) -> MatView<'a> {
-        MatView { buf: col, offset: 0, ld: self.p, outer: self.groups * self.k * self.p, inner: self.k * self.p }
+    /// Group `g`'s columns of `nb` images: `k x nb p`.
+    fn columns<'a>(&self, col: &'a ClBuffer, nb: usize) -> MatView<'a> {
+        MatView { buf: col, offset: 0, ld: nb * self.p, stride: self.k * nb * self.p }
     }
 }
 
@@ -111,29 +140,30 @@ pub(crate) fn forward(
     y: &mut ClBuffer,
 ) -> Result<()> {
     const OP: &str = "conv2d_forward";
-    let plan = Plan::new(geom, input)?;
+    let plan = Plan::new(be, geom, input)?;
     be.check(OP, "w", w, geom.weight_len())?;
     be.check(OP, "x", x, input.numel())?;
     be.check(OP, "y", y, plan.out.numel())?;
     if let Some(bias) = bias {
         be.check(OP, "bias", bias, geom.out_channels)?;
     }
-    let col = be.scratch(plan.col_len())?;
+    let (col, yt) = plan.scratch(be)?;
     for (i0, nb) in plan.chunks() {
         plan.im2col(be, geom, x, (i0, nb), &col)?;
-        // y[img, g] (cout_g x p) = W[g] (cout_g x k) * col[img, g] (k x p)
+        // yt[g] (cout_g x nb p) = W[g] (cout_g x k) * col[g] (k x nb p)
         gemm_batched(
             be,
             false,
             false,
-            (plan.cout_g, plan.p, plan.k),
+            (plan.cout_g, nb * plan.p, plan.k),
             1.0,
             plan.weight(w),
-            plan.columns(&col),
+            plan.columns(&col, nb),
             0.0,
-            plan.output(y, i0),
-            (nb, plan.groups),
+            plan.output_t(&yt, nb),
+            plan.groups,
         )?;
+        plan.swap(be, (&yt, 0), (plan.out.c, nb), (y, i0 * plan.out.image_len()))?;
     }
     if let Some(bias) = bias {
         crate::ops::elementwise::add_channel_bias(be, plan.out.into(), bias, y)?;
@@ -150,28 +180,29 @@ pub(crate) fn backward_input(
     dx: &mut ClBuffer,
 ) -> Result<()> {
     const OP: &str = "conv2d_backward_input";
-    let plan = Plan::new(geom, input)?;
+    let plan = Plan::new(be, geom, input)?;
     be.check(OP, "w", w, geom.weight_len())?;
     be.check(OP, "dy", dy, plan.out.numel())?;
     be.check(OP, "dx", dx, input.numel())?;
-    let col = be.scratch(plan.col_len())?;
+    let (col, dyt) = plan.scratch(be)?;
     for (i0, nb) in plan.chunks() {
-        // dcol[img, g] (k x p) = W[g]^T (k x cout_g) * dy[img, g] (cout_g x p)
+        plan.swap(be, (dy, i0 * plan.out.image_len()), (nb, plan.out.c), (&dyt, 0))?;
+        // dcol[g] (k x nb p) = W[g]^T (k x cout_g) * dyt[g] (cout_g x nb p)
         gemm_batched(
             be,
             true,
             false,
-            (plan.k, plan.p, plan.cout_g),
+            (plan.k, nb * plan.p, plan.cout_g),
             1.0,
             plan.weight(w),
-            plan.output(dy, i0),
+            plan.output_t(&dyt, nb),
             0.0,
-            plan.columns(&col),
-            (nb, plan.groups),
+            plan.columns(&col, nb),
+            plan.groups,
         )?;
         let total = nb * input.image_len();
         let mut args = vec![Arg::U32(u("input length", total)?), Arg::Buf(&col)];
-        args.extend(plan.window_args(geom)?);
+        args.extend(plan.window_args(geom, nb)?);
         args.extend([Arg::Buf(dx), Arg::U32(u("offset", i0 * input.image_len())?)]);
         be.launch_1d(Kern::Col2im, total, &args)?;
     }
@@ -187,32 +218,28 @@ pub(crate) fn backward_weight(
     dw: &mut ClBuffer,
 ) -> Result<()> {
     const OP: &str = "conv2d_backward_weight";
-    let plan = Plan::new(geom, input)?;
+    let plan = Plan::new(be, geom, input)?;
     be.check(OP, "dw", dw, geom.weight_len())?;
     be.check(OP, "x", x, input.numel())?;
     be.check(OP, "dy", dy, plan.out.numel())?;
-    let col = be.scratch(plan.col_len())?;
+    let (col, dyt) = plan.scratch(be)?;
     for (i0, nb) in plan.chunks() {
+        plan.swap(be, (dy, i0 * plan.out.image_len()), (nb, plan.out.c), (&dyt, 0))?;
         plan.im2col(be, geom, x, (i0, nb), &col)?;
-        // dW[g] (cout_g x k) (+)= dy[img, g] (cout_g x p) * col[img, g]^T (p x k), image by
-        // image so that no two work-items accumulate into the same weight.
-        for i in 0..nb {
-            let dy_view = MatView { outer: 0, ..plan.output(dy, i0 + i) };
-            let col_view = MatView { offset: i * plan.groups * plan.k * plan.p, outer: 0, ..plan.columns(&col) };
-            let beta = if i0 + i == 0 { 0.0 } else { 1.0 };
-            gemm_batched(
-                be,
-                false,
-                true,
-                (plan.cout_g, plan.k, plan.p),
-                1.0,
-                dy_view,
-                col_view,
-                beta,
-                plan.weight(dw),
-                (1, plan.groups),
-            )?;
-        }
+        // dW[g] (cout_g x k) (+)= dyt[g] (cout_g x nb p) * col[g]^T (nb p x k): the sum over the
+        // chunk's images and positions is the GEMM's inner dimension.
+        gemm_batched(
+            be,
+            false,
+            true,
+            (plan.cout_g, plan.k, nb * plan.p),
+            1.0,
+            plan.output_t(&dyt, nb),
+            plan.columns(&col, nb),
+            if i0 == 0 { 0.0 } else { 1.0 },
+            plan.weight(dw),
+            plan.groups,
+        )?;
     }
     Ok(())
 }
@@ -221,7 +248,8 @@ pub(crate) fn backward_weight(
 mod tests {
     use alexnet_core::{Backend, Conv2dGeom, Rounding, Shape4};
 
-    use crate::testing::{assert_close, backend, check_vjp, down, random, to_f64, up};
+    use crate::OpenClBackend;
+    use crate::testing::{assert_close, backend, backends, check_vjp, down, random, to_f64, up};
 
     /// Visits every (output index, weight index, input index or None for padding) triple.
     fn for_each_tap(g: &Conv2dGeom, s: Shape4, mut f: impl FnMut(usize, usize, Option<usize>)) {
@@ -273,26 +301,44 @@ mod tests {
         (dx, dw)
     }
 
+    /// Checks `g` on `s` on both GEMM engines, in one chunk and in chunks of one or two images.
     fn check_case(g: Conv2dGeom, s: Shape4, gradcheck: bool) {
-        let Some(be) = backend() else { return };
+        for mut be in backends() {
+            check_on(&be, g, s);
+            let out = g.output_shape(s).unwrap();
+            be.set_scratch_budget((g.groups * g.in_per_group() * g.kernel_h * g.kernel_w + out.c) * out.h * out.w + 1);
+            check_on(&be, g, s);
+            be.set_scratch_budget(1);
+            check_on(&be, g, s);
+        }
+        if gradcheck {
+            let out = g.output_shape(s).unwrap();
+            let (x, w, b, dy) =
+                (random(s.numel(), 1), random(g.weight_len(), 2), random(g.out_channels, 3), random(out.numel(), 4));
+            let (xd, wd, bd, dyd) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&dy));
+            let (rdx, rdw) = ref_backward(&g, s, &xd, &wd, &dyd);
+            check_vjp("conv reference dx", |x| ref_forward(&g, s, x, &wd, &bd), &xd, &dyd, &rdx);
+            check_vjp("conv reference dw", |w| ref_forward(&g, s, &xd, w, &bd), &wd, &dyd, &rdw);
+        }
+    }
+
+    fn check_on(be: &OpenClBackend, g: Conv2dGeom, s: Shape4) {
         let out = g.output_shape(s).unwrap();
         let (x, w, b, dy) =
             (random(s.numel(), 1), random(g.weight_len(), 2), random(g.out_channels, 3), random(out.numel(), 4));
         let (xd, wd, bd, dyd) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&dy));
         let mut y = be.zeros(out.numel()).unwrap();
-        be.conv2d_forward(&g, s, &up(&be, &x), &up(&be, &w), Some(&up(&be, &b)), &mut y).unwrap();
-        assert_close(&format!("conv forward {g:?} {s}"), &down(&be, &y), &ref_forward(&g, s, &xd, &wd, &bd), 1e-4);
+        be.conv2d_forward(&g, s, &up(be, &x), &up(be, &w), Some(&up(be, &b)), &mut y).unwrap();
+        let what =
+            |part: &str| format!("conv {part} {g:?} {s} on {} in chunks of {}", be.gemm_engine(), be.scratch_budget());
+        assert_close(&what("forward"), &down(be, &y), &ref_forward(&g, s, &xd, &wd, &bd), 1e-4);
         let (rdx, rdw) = ref_backward(&g, s, &xd, &wd, &dyd);
         let mut dx = be.upload(&vec![f32::NAN; s.numel()]).unwrap();
-        be.conv2d_backward_input(&g, s, &up(&be, &w), &up(&be, &dy), &mut dx).unwrap();
-        assert_close(&format!("conv dx {g:?} {s}"), &down(&be, &dx), &rdx, 1e-4);
+        be.conv2d_backward_input(&g, s, &up(be, &w), &up(be, &dy), &mut dx).unwrap();
+        assert_close(&what("dx"), &down(be, &dx), &rdx, 1e-4);
         let mut dw = be.upload(&vec![f32::NAN; g.weight_len()]).unwrap();
-        be.conv2d_backward_weight(&g, s, &up(&be, &x), &up(&be, &dy), &mut dw).unwrap();
-        assert_close(&format!("conv dw {g:?} {s}"), &down(&be, &dw), &rdw, 1e-4);
-        if gradcheck {
-            check_vjp("conv reference dx", |x| ref_forward(&g, s, x, &wd, &bd), &xd, &dyd, &rdx);
-            check_vjp("conv reference dw", |w| ref_forward(&g, s, &xd, w, &bd), &wd, &dyd, &rdw);
-        }
+        be.conv2d_backward_weight(&g, s, &up(be, &x), &up(be, &dy), &mut dw).unwrap();
+        assert_close(&what("dw"), &down(be, &dw), &rdw, 1e-4);
     }
 
     fn shape(n: usize, c: usize, h: usize, w: usize) -> Shape4 {

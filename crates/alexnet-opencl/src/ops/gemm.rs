@@ -1,31 +1,38 @@
-//! GEMM: the trait's single row-major product, and the batched form convolution uses.
+//! GEMM: the trait's single row-major product, and the strided-batched form convolution uses,
+//! on CLBlast or on our own kernel (the backend's [`GemmEngine`]).
 
 use alexnet_core::Result;
 
+use opencl3::memory::ClMem as _;
+
 use crate::backend::{OpenClBackend, u};
 use crate::buffer::ClBuffer;
+use crate::clblast::{GemmEngine, RawMatrix, clblast};
 use crate::context::{Arg, GEMM_WPT, Kern};
 
-/// A matrix inside a buffer: element `(r, c)` of batch item `(zo, zi)` sits at
-/// `offset + zo * outer + zi * inner + r * ld + c` (rows and columns as stored).
+/// A matrix inside a buffer: element `(r, c)` of batch item `z` sits at
+/// `offset + z * stride + r * ld + c` (rows and columns as stored).
 #[derive(Clone, Copy)]
 pub(crate) struct MatView<'a> {
     pub(crate) buf: &'a ClBuffer,
     pub(crate) offset: usize,
     pub(crate) ld: usize,
-    pub(crate) outer: usize,
-    pub(crate) inner: usize,
+    pub(crate) stride: usize,
 }
 
 impl<'a> MatView<'a> {
     /// A single dense matrix with leading dimension `ld`.
     pub(crate) fn dense(buf: &'a ClBuffer, ld: usize) -> Self {
-        Self { buf, offset: 0, ld, outer: 0, inner: 0 }
+        Self { buf, offset: 0, ld, stride: 0 }
+    }
+
+    fn raw(&self) -> RawMatrix {
+        RawMatrix { mem: self.buf.mem().get(), offset: self.offset, ld: self.ld, stride: self.stride }
     }
 }
 
-/// Batched `c = alpha * op(a) * op(b) + beta * c` over `batch_outer x batch_inner` items.
-/// Callers have checked that every view stays inside its buffer.
+/// Batched `c = alpha * op(a) * op(b) + beta * c` over `batch` items, one launch (one CLBlast
+/// call). Callers have checked that every view stays inside its buffer.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_batched(
     be: &OpenClBackend,
@@ -37,10 +44,20 @@ pub(crate) fn gemm_batched(
     b: MatView<'_>,
     beta: f32,
     c: MatView<'_>,
-    (batch_outer, batch_inner): (usize, usize),
+    batch: usize,
 ) -> Result<()> {
-    let batch = batch_outer * batch_inner;
     if m == 0 || n == 0 || batch == 0 {
+        return Ok(());
+    }
+    // CLBlast rejects k = 0 (InvalidDimension); our kernel scales C by beta then.
+    if be.gemm_engine() == GemmEngine::ClBlast && k > 0 {
+        let lib = clblast()?;
+        // SAFETY: the queue and buffers belong to this backend's context, and the callers
+        // checked that every batch item of every view lies inside its buffer.
+        unsafe {
+            lib.gemm(be.queue().get(), (trans_a, trans_b), (m, n, k), alpha, a.raw(), b.raw(), beta, c.raw(), batch)
+        }?;
+        be.count_library_call();
         return Ok(());
     }
     let kern = match (trans_a, trans_b) {
@@ -58,11 +75,9 @@ pub(crate) fn gemm_batched(
             Arg::Buf(view.buf),
             Arg::U32(u("offset", view.offset)?),
             Arg::U32(u("leading dimension", view.ld)?),
-            Arg::U32(u("batch stride", view.outer)?),
-            Arg::U32(u("batch stride", view.inner)?),
+            Arg::U32(u("batch stride", view.stride)?),
         ]);
     }
-    args.push(Arg::U32(u("batch", batch_inner)?));
     be.launch(kern, &[n.div_ceil(tile) * rts, m.div_ceil(tile) * rts, batch], &[rts, rts, 1], &args)
 }
 
@@ -95,7 +110,7 @@ pub(crate) fn gemm(
         MatView::dense(b, ldb),
         beta,
         MatView::dense(c, n),
-        (1, 1),
+        1,
     )
 }
 
@@ -103,7 +118,7 @@ pub(crate) fn gemm(
 mod tests {
     use alexnet_core::Backend;
 
-    use crate::testing::{assert_close, backend, down, random, up};
+    use crate::testing::{assert_close, backend, backends, down, random, up};
 
     /// Direct f64 `alpha * op(a) * op(b) + beta * c`.
     #[allow(clippy::too_many_arguments)]
@@ -131,7 +146,12 @@ mod tests {
 
     #[test]
     fn all_transposes_edge_tiles_alpha_beta() {
-        let Some(be) = backend() else { return };
+        for be in backends() {
+            all_transposes_on(&be);
+        }
+    }
+
+    fn all_transposes_on(be: &crate::OpenClBackend) {
         // Sizes around the 64 tile and the 16-deep k panel, plus degenerate ones.
         let shapes =
             [(1, 1, 1), (3, 5, 7), (64, 64, 16), (65, 63, 17), (17, 130, 33), (100, 1, 50), (1, 100, 300), (5, 4, 0)];
@@ -140,12 +160,12 @@ mod tests {
                 let seed = 10 * s as u64;
                 let (a, b, c0) = (random(m * k, seed), random(k * n, seed + 1), random(m * n, seed + 2));
                 for (alpha, beta) in [(1.0f32, 0.0f32), (-0.5, 2.0)] {
-                    let mut c = up(&be, &c0);
-                    be.gemm(ta, tb, m, n, k, alpha, &up(&be, &a), &up(&be, &b), beta, &mut c).unwrap();
+                    let mut c = up(be, &c0);
+                    be.gemm(ta, tb, m, n, k, alpha, &up(be, &a), &up(be, &b), beta, &mut c).unwrap();
                     let want = reference(ta, tb, m, n, k, alpha.into(), &a, &b, beta.into(), &c0);
                     assert_close(
-                        &format!("gemm {m}x{n}x{k} ta={ta} tb={tb} a={alpha} b={beta}"),
-                        &down(&be, &c),
+                        &format!("gemm {m}x{n}x{k} ta={ta} tb={tb} a={alpha} b={beta} on {}", be.gemm_engine()),
+                        &down(be, &c),
                         &want,
                         1e-4,
                     );
@@ -156,22 +176,25 @@ mod tests {
 
     #[test]
     fn beta_zero_ignores_nan_in_c() {
-        let Some(be) = backend() else { return };
-        let (a, b) = (random(6, 1), random(6, 2));
-        let mut c = up(&be, &[f32::NAN; 4]);
-        be.gemm(false, false, 2, 2, 3, 1.0, &up(&be, &a), &up(&be, &b), 0.0, &mut c).unwrap();
-        assert!(down(&be, &c).iter().all(|v| v.is_finite()));
+        for be in backends() {
+            let (a, b) = (random(6, 1), random(6, 2));
+            let mut c = up(&be, &[f32::NAN; 4]);
+            be.gemm(false, false, 2, 2, 3, 1.0, &up(&be, &a), &up(&be, &b), 0.0, &mut c).unwrap();
+            assert!(down(&be, &c).iter().all(|v| v.is_finite()), "{}", be.gemm_engine());
+        }
     }
 
     #[test]
     fn alexnet_fc8_shape_batch_1() {
-        let Some(be) = backend() else { return };
-        // fc8 at batch 1: y (1 x 1000) = x (1 x 4096) * W^T, W stored 1000 x 4096.
-        let (m, n, k) = (1, 1000, 4096);
-        let (x, w) = (random(k, 7), random(n * k, 8));
-        let mut y = be.zeros(n).unwrap();
-        be.gemm(false, true, m, n, k, 1.0, &up(&be, &x), &up(&be, &w), 0.0, &mut y).unwrap();
-        assert_close("fc8", &down(&be, &y), &reference(false, true, m, n, k, 1.0, &x, &w, 0.0, &vec![0.0; n]), 1e-4);
+        for be in backends() {
+            // fc8 at batch 1: y (1 x 1000) = x (1 x 4096) * W^T, W stored 1000 x 4096.
+            let (m, n, k) = (1, 1000, 4096);
+            let (x, w) = (random(k, 7), random(n * k, 8));
+            let mut y = be.zeros(n).unwrap();
+            be.gemm(false, true, m, n, k, 1.0, &up(&be, &x), &up(&be, &w), 0.0, &mut y).unwrap();
+            let want = reference(false, true, m, n, k, 1.0, &x, &w, 0.0, &vec![0.0; n]);
+            assert_close(&format!("fc8 on {}", be.gemm_engine()), &down(&be, &y), &want, 1e-4);
+        }
     }
 
     #[test]
