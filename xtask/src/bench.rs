@@ -9,7 +9,9 @@ use alexnet_autograd::Tape;
 use alexnet_core::Backend;
 use clap::Args;
 
-use crate::{AnyResult, BackendArgs, make_backend};
+use alexnet_opencl::Activity;
+
+use crate::{AnyBackend, AnyResult, BackendArgs, make_backend};
 
 /// Options of `bench train`.
 #[derive(Args, Debug)]
@@ -34,15 +36,42 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> AnyResult {
-    let any = make_backend(&args.backend, alexnet::BackendKind::Cpu)?;
-    dispatch!(any, b => bench_on(b, &args))
+    match make_backend(&args.backend, alexnet::BackendKind::Cpu)? {
+        AnyBackend::Cpu(b) => bench_on(b, &args, None),
+        AnyBackend::OpenCl(b) => {
+            let counted = Arc::clone(&b);
+            bench_on(b, &args, Some(&move || counted.activity()))
+        }
+    }
+}
+
+/// Prints what one training step enqueued and transferred, averaged over `steps` steps.
+fn print_activity(activity: &Activity, steps: usize) {
+    let per = |v: u64| v as f64 / steps as f64;
+    println!(
+        "per training step: {:.0} kernel launches + {:.0} CLBlast calls + {:.0} device copies; \
+         {:.0} uploads ({:.1} MB), {:.0} downloads ({:.0} bytes)",
+        per(activity.launches),
+        per(activity.library_calls),
+        per(activity.device_copies),
+        per(activity.uploads),
+        per(activity.upload_bytes) / 1e6,
+        per(activity.downloads),
+        per(activity.download_bytes),
+    );
 }
 
 fn synthetic(len: usize, seed: u64) -> Vec<f32> {
     (0..len as u64).map(|i| alexnet_core::rng::uniform(seed, i) * 2.0 - 1.0).collect()
 }
 
-fn bench_on<B: Backend + 'static>(backend: Arc<B>, args: &BenchArgs) -> AnyResult {
+/// Times training and inference on `backend`; `activity` (OpenCL) reads its launch and
+/// transfer counters, reported per training step.
+fn bench_on<B: Backend + 'static>(
+    backend: Arc<B>,
+    args: &BenchArgs,
+    activity: Option<&dyn Fn() -> Activity>,
+) -> AnyResult {
     let arch = Architecture::default_for(args.preset)?;
     let [c, h, w] = arch.input;
     let classes = arch.classes;
@@ -62,15 +91,18 @@ fn bench_on<B: Backend + 'static>(backend: Arc<B>, args: &BenchArgs) -> AnyResul
     let step = alexnet_core::SgdStep { lr: 1e-4, momentum: 0.9, weight_decay: 5e-4 };
     let mut tape = Tape::train(backend.clone());
     let mut times = Vec::new();
+    let mut before = None;
     for i in 0..=args.steps {
+        if i == 1 {
+            before = activity.map(|read| read());
+        }
         let t = Instant::now();
-        tape.reset();
-        let input = tape.input(&x, &[n, c, h, w])?;
-        let logits = model.forward(&mut tape, input, i as u64)?;
-        let loss = tape.softmax_cross_entropy(logits, &labels)?;
-        tape.backward(loss, &mut model.store)?;
-        model.store.sgd_step(&step)?;
+        // The trainer's step: its only read-back (the loss summary) waits for the backward.
+        let summary = model.train_step(&mut tape, &x, &[n, c, h, w], &labels, i as u64, &step)?;
         backend.synchronize()?;
+        if !summary.mean_loss.is_finite() {
+            return Err(format!("training step {i}: non-finite loss {}", summary.mean_loss).into());
+        }
         if i > 0 {
             times.push(t.elapsed().as_secs_f64());
         }
@@ -84,6 +116,9 @@ fn bench_on<B: Backend + 'static>(backend: Arc<B>, args: &BenchArgs) -> AnyResul
         times.len(),
         3.0 * flops * ips / 1e9
     );
+    if let (Some(read), Some(before)) = (activity, before) {
+        print_activity(&read().since(&before), times.len());
+    }
 
     let m = args.infer_batch;
     let x = synthetic(m * c * h * w, 3);

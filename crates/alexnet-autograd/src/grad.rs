@@ -67,10 +67,12 @@ pub(crate) enum Op<B: Backend> {
         saved_inv_std: B::Buffer,
     },
     /// Mean over rows of `-log softmax(logits)[label]`.
+    /// `summary` is the batch's [`alexnet_core::XentSummary`], read by [`crate::Tape::xent_summary`].
     SoftmaxXent {
         logits: usize,
         labels: B::Buffer,
         probs: B::Buffer,
+        summary: B::Buffer,
         rows: usize,
         classes: usize,
     },
@@ -91,14 +93,14 @@ pub(crate) enum Op<B: Backend> {
 impl<B: Backend> Op<B> {
     /// The buffers the op saved for its backward.
     pub(crate) fn into_buffers(self) -> impl Iterator<Item = B::Buffer> {
-        let (first, second) = match self {
-            Op::Lrn { scale, .. } => (Some(scale), None),
-            Op::Dropout { mask, .. } => (Some(mask), None),
-            Op::BatchNorm { saved_mean, saved_inv_std, .. } => (Some(saved_mean), Some(saved_inv_std)),
-            Op::SoftmaxXent { labels, probs, .. } => (Some(labels), Some(probs)),
-            _ => (None, None),
+        let (first, second, third) = match self {
+            Op::Lrn { scale, .. } => (Some(scale), None, None),
+            Op::Dropout { mask, .. } => (Some(mask), None, None),
+            Op::BatchNorm { saved_mean, saved_inv_std, .. } => (Some(saved_mean), Some(saved_inv_std), None),
+            Op::SoftmaxXent { labels, probs, summary, .. } => (Some(labels), Some(probs), Some(summary)),
+            _ => (None, None, None),
         };
-        first.into_iter().chain(second)
+        first.into_iter().chain(second).chain(third)
     }
 
     /// A one-line description for printing the tape.
@@ -126,13 +128,6 @@ impl<B: Backend> Op<B> {
             Op::Mean { x } => format!("mean(#{x})"),
         }
     }
-}
-
-/// Reads a one-element upstream gradient to the host.
-fn host_scalar<B: Backend>(backend: &B, buf: &B::Buffer) -> Result<f32> {
-    let mut host = [0.0f32];
-    backend.download(buf, &mut host)?;
-    Ok(host[0])
 }
 
 /// The gradients of node `i`'s inputs from its output gradient `dy` (consumed), pushed as
@@ -242,11 +237,10 @@ pub(crate) fn backward_node<B: Backend>(
                 if wants(j) { out.push((j, g)) } else { pool.give(backend, g) }
             }
         }
-        Op::SoftmaxXent { logits, labels, probs, rows, classes } => {
+        Op::SoftmaxXent { logits, labels, probs, rows, classes, .. } => {
             if wants(*logits) {
-                let upstream = host_scalar(backend, &dy)?;
                 let mut dlogits = pool.take(backend, rows * classes)?;
-                backend.softmax_xent_backward(*rows, *classes, probs, labels, upstream / *rows as f32, &mut dlogits)?;
+                backend.softmax_xent_backward(*rows, *classes, probs, labels, &dy, &mut dlogits)?;
                 out.push((*logits, dlogits));
             }
         }
@@ -268,9 +262,14 @@ pub(crate) fn backward_node<B: Backend>(
         }
         Op::Mean { x } => {
             if wants(*x) {
-                let upstream = host_scalar(backend, &dy)?;
-                let mut dx = pool.take(backend, numel(*x))?;
-                backend.fill(&mut dx, upstream / numel(*x) as f32)?;
+                // dx = dy / n everywhere: a zero buffer plus dy / n as the bias of one channel.
+                let n = numel(*x);
+                let mut share = pool.take(backend, 1)?;
+                backend.scale(1.0 / n as f32, &dy, &mut share)?;
+                let mut dx = pool.take(backend, n)?;
+                backend.fill(&mut dx, 0.0)?;
+                backend.add_channel_bias(ChannelLayout { outer: 1, channels: 1, inner: n }, &share, &mut dx)?;
+                pool.give(backend, share);
                 out.push((*x, dx));
             }
         }

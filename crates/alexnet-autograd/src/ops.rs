@@ -1,6 +1,8 @@
 //! The forward side of every op: shape checks, the forward kernel, and the record.
 
-use alexnet_core::{Activation, BatchNormParams, ChannelLayout, Conv2dGeom, LrnParams, MaskWindow, PoolGeom, PoolKind};
+use alexnet_core::{
+    Activation, BatchNormParams, ChannelLayout, Conv2dGeom, LrnParams, MaskWindow, PoolGeom, PoolKind, XENT_SUMMARY_LEN,
+};
 
 use alexnet_core::Backend;
 
@@ -268,14 +270,11 @@ impl<B: Backend> Tape<B> {
         let host_labels: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
         let labels = self.upload_pooled(&host_labels)?;
         let mut probs = self.take(rows * classes)?;
-        let mut row_loss = self.take(rows)?;
-        self.backend.softmax_xent_forward(rows, classes, self.buf(li)?, &labels, &mut probs, &mut row_loss)?;
-        let total = self.backend.sum(&row_loss)?;
-        self.pool.give(&self.backend, row_loss);
         let mut y = self.take(1)?;
-        self.backend.fill(&mut y, total / rows as f32)?;
+        let mut summary = self.take(XENT_SUMMARY_LEN)?;
+        self.backend.softmax_xent_forward(rows, classes, self.buf(li)?, &labels, &mut probs, &mut y, &mut summary)?;
         let requires_grad = self.any_requires_grad(&[li]);
-        let op = Op::SoftmaxXent { logits: li, labels, probs, rows, classes };
+        let op = Op::SoftmaxXent { logits: li, labels, probs, summary, rows, classes };
         Ok(self.push(Value::Owned(y), Dims::new(&[1])?, requires_grad, op))
     }
 
@@ -298,12 +297,16 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(Value::Owned(y), x.dims, requires_grad, Op::Scale { x: xi, alpha }))
     }
 
-    /// Mean of all elements: a one-element tensor.
+    /// Mean of all elements: a one-element tensor (computed on the device, no read-back).
     pub fn mean(&mut self, x: Tensor) -> Result<Tensor> {
         let xi = self.check(x)?;
-        let total = self.backend.sum(self.buf(xi)?)?;
+        // The bias gradient of a single channel is the sum of all elements.
+        let mut total = self.take(1)?;
+        let whole = ChannelLayout { outer: 1, channels: 1, inner: x.numel() };
+        self.backend.channel_bias_grad(whole, self.buf(xi)?, &mut total)?;
         let mut y = self.take(1)?;
-        self.backend.fill(&mut y, total / x.numel() as f32)?;
+        self.backend.scale(1.0 / x.numel() as f32, &total, &mut y)?;
+        self.pool.give(&self.backend, total);
         let requires_grad = self.any_requires_grad(&[xi]);
         Ok(self.push(Value::Owned(y), Dims::new(&[1])?, requires_grad, Op::Mean { x: xi }))
     }

@@ -76,7 +76,7 @@ impl SmallConvNet {
     }
 
     /// One SGD training step on a batch (the tape is reset first): forward, backward, update.
-    /// Returns the batch's mean loss.
+    /// Returns the batch's mean loss, read back once (with the summary) after the backward is queued.
     pub fn train_step<B: Backend>(
         &self,
         tape: &mut Tape<B>,
@@ -88,8 +88,8 @@ impl SmallConvNet {
     ) -> Result<f32> {
         tape.reset();
         let loss = self.loss(tape, store, images, labels, dropout_seed)?;
-        let value = tape.scalar(loss)?;
         tape.backward(loss, store)?;
+        let value = tape.xent_summary(loss)?.mean_loss;
         store.sgd_step(step)?;
         Ok(value)
     }

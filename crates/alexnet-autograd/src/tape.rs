@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use alexnet_core::Backend;
+use alexnet_core::{Backend, XENT_SUMMARY_LEN, XentSummary};
 
 use crate::buffer_pool::{BufferPool, PoolStats};
 use crate::error::{AutogradError, Result};
@@ -280,6 +280,24 @@ impl<B: Backend> Tape<B> {
             return Err(AutogradError::NotScalar { dims: t.dims.to_vec() });
         }
         Ok(self.to_host(t)?[0])
+    }
+
+    /// The [`XentSummary`] of a loss made by [`Tape::softmax_cross_entropy`] on a training
+    /// tape: the mean loss and the batch's top-1/top-5 counts in one small read-back, which
+    /// waits for the work queued so far (read it after `backward` to keep the device busy).
+    /// An invalid label that the device recorded is an error here.
+    pub fn xent_summary(&self, loss: Tensor) -> Result<XentSummary> {
+        let i = self.check(loss)?;
+        let Op::SoftmaxXent { summary, .. } = &self.nodes[i].op else {
+            return Err(if self.is_recording() {
+                AutogradError::InvalidDims { dims: loss.dims.to_vec(), reason: "not a softmax_cross_entropy loss" }
+            } else {
+                AutogradError::NotRecording { op: "xent_summary" }
+            });
+        };
+        let mut host = [0.0; XENT_SUMMARY_LEN];
+        self.backend.download(summary, &mut host)?;
+        Ok(XentSummary::from_values(&host)?)
     }
 
     /// The gradient of an input or variable after backward (`None` when it needs none or

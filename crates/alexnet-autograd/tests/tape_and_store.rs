@@ -148,8 +148,10 @@ fn cpu_backend_rejects_bad_buffers_and_labels() {
     let cpu = CpuBackend::new();
     let mut y = vec![0.0; 3];
     assert!(matches!(cpu.copy(&vec![0.0; 2], &mut y), Err(alexnet_core::Error::BufferSize { op: "copy", .. })));
-    let (mut probs, mut loss) = (vec![0.0; 4], vec![0.0; 2]);
-    let err = cpu.softmax_xent_forward(2, 2, &vec![0.0; 4], &vec![0.0, 1.5], &mut probs, &mut loss).unwrap_err();
+    let (mut probs, mut loss, mut summary) = (vec![0.0; 4], vec![0.0; 1], vec![0.0; 6]);
+    let err = cpu
+        .softmax_xent_forward(2, 2, &vec![0.0; 4], &vec![0.0, 1.5], &mut probs, &mut loss, &mut summary)
+        .unwrap_err();
     assert!(matches!(err, alexnet_core::Error::InvalidParameter { what: "label", .. }), "{err}");
 }
 

@@ -76,6 +76,43 @@ pub struct BatchNormParams {
     pub momentum: f32,
 }
 
+/// Elements of the summary that [`Backend::softmax_xent_forward`] writes; decode it with
+/// [`XentSummary::from_values`].
+pub const XENT_SUMMARY_LEN: usize = 6;
+
+/// What [`Backend::softmax_xent_forward`] reports about a batch, small enough to read back with
+/// the loss in one transfer: the loss and the classification counts that training metrics need.
+///
+/// Layout of the summary buffer: `[mean loss, top-1 correct, top-5 correct, invalid labels,
+/// first invalid row, its label]`. A row's rank is the number of classes whose logit beats the
+/// label's, ties counting only for lower class indices.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct XentSummary {
+    /// Mean over the rows of `-log softmax(logits)[label]`.
+    pub mean_loss: f32,
+    /// Rows whose label has rank 0.
+    pub top1_correct: usize,
+    /// Rows whose label has rank below 5.
+    pub top5_correct: usize,
+}
+
+impl XentSummary {
+    /// Decodes a summary read from the device. A label that the device found invalid (not an
+    /// integer in `0..classes`) is [`crate::Error::InvalidParameter`] naming it, as the CPU
+    /// backend reports it at once.
+    pub fn from_values(values: &[f32]) -> Result<Self> {
+        crate::check_len("XentSummary::from_values", "summary", XENT_SUMMARY_LEN, values.len())?;
+        if values[3] != 0.0 {
+            return Err(crate::Error::InvalidParameter {
+                what: "label",
+                value: values[5].into(),
+                reason: "must be a class index below classes",
+            });
+        }
+        Ok(Self { mean_loss: values[0], top1_correct: values[1] as usize, top5_correct: values[2] as usize })
+    }
+}
+
 /// A compute device able to run every op of AlexNet, forward and backward.
 pub trait Backend: Send + Sync {
     /// Device storage of `f32` elements.
@@ -304,8 +341,11 @@ pub trait Backend: Send + Sync {
     // ---- loss and optimiser ------------------------------------------------------------
 
     /// Numerically stable softmax cross-entropy over `batch` rows of `classes` logits.
-    /// `labels` holds class indices as `f32`. Writes the row probabilities and each row's
-    /// loss `-log p[label]`.
+    /// `labels` holds class indices as `f32`. Writes the row probabilities, the mean loss
+    /// (one element), and the [`XentSummary`] of the batch ([`XENT_SUMMARY_LEN`] elements), all
+    /// on the device. An invalid label is an `Err` at once where the backend can see it (CPU),
+    /// else recorded in the summary (and a NaN loss), so that reading the summary is the error.
+    #[allow(clippy::too_many_arguments)]
     fn softmax_xent_forward(
         &self,
         batch: usize,
@@ -313,17 +353,18 @@ pub trait Backend: Send + Sync {
         logits: &Self::Buffer,
         labels: &Self::Buffer,
         probs: &mut Self::Buffer,
-        row_loss: &mut Self::Buffer,
+        loss: &mut Self::Buffer,
+        summary: &mut Self::Buffer,
     ) -> Result<()>;
-    /// `dlogits = scale * (probs - onehot(labels))`; `scale` is the loss's upstream gradient
-    /// divided by the batch for a mean loss.
+    /// `dlogits = dloss / batch * (probs - onehot(labels))`, the gradient of the mean loss
+    /// scaled by its upstream gradient `dloss` (one element, read on the device).
     fn softmax_xent_backward(
         &self,
         batch: usize,
         classes: usize,
         probs: &Self::Buffer,
         labels: &Self::Buffer,
-        scale: f32,
+        dloss: &Self::Buffer,
         dlogits: &mut Self::Buffer,
     ) -> Result<()>;
     /// One SGD step with momentum and weight decay, in place on `w` and `velocity`.
@@ -334,4 +375,18 @@ pub trait Backend: Send + Sync {
         grad: &Self::Buffer,
         velocity: &mut Self::Buffer,
     ) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_decodes_counts_and_reports_invalid_labels() {
+        let ok = XentSummary::from_values(&[0.5, 3.0, 7.0, 0.0, 0.0, 0.0]).unwrap();
+        assert_eq!(ok, XentSummary { mean_loss: 0.5, top1_correct: 3, top5_correct: 7 });
+        let err = XentSummary::from_values(&[f32::NAN, 0.0, 0.0, 2.0, 4.0, 1000.0]).unwrap_err();
+        assert!(matches!(err, crate::Error::InvalidParameter { what: "label", value, .. } if value == 1000.0), "{err}");
+        assert!(matches!(XentSummary::from_values(&[0.0; 5]), Err(crate::Error::BufferSize { .. })));
+    }
 }

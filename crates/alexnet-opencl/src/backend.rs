@@ -14,6 +14,7 @@ use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING};
 
 use crate::buffer::{ClBuffer, Pool};
 use crate::clblast::GemmEngine;
+use crate::config::KernelConfig;
 use crate::context::{Arg, DeviceContext, Kern};
 use crate::device::{DeviceInfo, DeviceSelector, device_context};
 use crate::error::{ClResultExt, OpenClError};
@@ -80,7 +81,11 @@ impl OpenClBackend {
     /// [`OpenClError::ClBlastUnavailable`].
     pub fn with_gemm(selector: &DeviceSelector, gemm: Option<GemmEngine>) -> Result<Self, OpenClError> {
         let gemm = GemmEngine::resolve(gemm)?;
-        let ctx = device_context(selector)?;
+        Self::on_context(device_context(selector)?, gemm)
+    }
+
+    /// A backend on an existing device context (its own queue and buffer pool).
+    pub(crate) fn on_context(ctx: Arc<DeviceContext>, gemm: GemmEngine) -> Result<Self, OpenClError> {
         // clCreateCommandQueue is the OpenCL 1.2 call (deprecated in 2.0 but present
         // everywhere); the 2.0 replacement is missing on 1.2-only platforms.
         #[allow(deprecated)]
@@ -193,7 +198,7 @@ impl OpenClBackend {
         if n == 0 {
             return Ok(());
         }
-        self.launch(kern, &[n], &[self.ctx.wg], args)
+        self.launch(kern, &[n], &[self.ctx.config.wg], args)
     }
 
     /// Enqueues a reduction kernel with one work-group of [`DeviceContext::wg`] items per group index.
@@ -201,7 +206,8 @@ impl OpenClBackend {
         if groups == 0 {
             return Ok(());
         }
-        self.launch(kern, &[groups * self.ctx.wg], &[self.ctx.wg], args)
+        let wg = self.ctx.config.wg;
+        self.launch(kern, &[groups * wg], &[wg], args)
     }
 
     /// The shared device context.
@@ -212,12 +218,12 @@ impl OpenClBackend {
 
     /// Work-group size of reductions.
     pub(crate) fn wg(&self) -> usize {
-        self.ctx.wg
+        self.ctx.config.wg
     }
 
-    /// GEMM threads per work-group side.
-    pub(crate) fn gemm_rts(&self) -> usize {
-        self.ctx.gemm_rts
+    /// The work-group and tile sizes of this device's kernels.
+    pub(crate) fn kernel_config(&self) -> KernelConfig {
+        self.ctx.config
     }
 }
 
@@ -567,9 +573,10 @@ impl Backend for OpenClBackend {
         logits: &ClBuffer,
         labels: &ClBuffer,
         probs: &mut ClBuffer,
-        row_loss: &mut ClBuffer,
+        loss: &mut ClBuffer,
+        summary: &mut ClBuffer,
     ) -> Result<()> {
-        ops::softmax::forward(self, batch, classes, logits, labels, probs, row_loss)
+        ops::softmax::forward(self, batch, classes, logits, labels, probs, loss, summary)
     }
 
     fn softmax_xent_backward(
@@ -578,10 +585,10 @@ impl Backend for OpenClBackend {
         classes: usize,
         probs: &ClBuffer,
         labels: &ClBuffer,
-        scale: f32,
+        dloss: &ClBuffer,
         dlogits: &mut ClBuffer,
     ) -> Result<()> {
-        ops::softmax::backward(self, batch, classes, probs, labels, scale, dlogits)
+        ops::softmax::backward(self, batch, classes, probs, labels, dloss, dlogits)
     }
 
     fn sgd_step(&self, step: &SgdStep, w: &mut ClBuffer, grad: &ClBuffer, velocity: &mut ClBuffer) -> Result<()> {

@@ -13,6 +13,7 @@ use opencl3::memory::ClMem;
 use opencl3::program::Program;
 
 use crate::buffer::ClBuffer;
+use crate::config::{DeviceLimits, KernelConfig};
 use crate::device::DeviceInfo;
 use crate::error::{ClResultExt, OpenClError};
 
@@ -70,14 +71,10 @@ kernel_table! {
     BnGradReduce => "bn_grad_reduce",
     BnBackwardDx => "bn_backward_dx",
     SoftmaxXentForward => "softmax_xent_forward",
+    SoftmaxXentSummary => "softmax_xent_summary",
     SoftmaxXentBackward => "softmax_xent_backward",
     SgdStep => "sgd_step",
 }
-
-/// GEMM work-per-thread along each axis (fixed: the kernel's register tile is 4 x float4).
-pub(crate) const GEMM_WPT: usize = 4;
-/// GEMM tile depth along `k`.
-pub(crate) const GEMM_TSK: usize = 16;
 
 /// One kernel argument.
 #[derive(Clone, Copy)]
@@ -102,10 +99,8 @@ pub(crate) struct DeviceContext {
     /// `clSetKernelArg` on one kernel object is not thread-safe: each kernel sits behind a
     /// mutex held from its first argument to its enqueue.
     kernels: Vec<Mutex<Kernel>>,
-    /// Work-group size of element-wise and reduction kernels (a power of two; `RED_WG` in the kernels).
-    pub(crate) wg: usize,
-    /// GEMM threads per work-group side (`GEMM_RTS` in the kernels): 16 (tile 64) or 8 (tile 32).
-    pub(crate) gemm_rts: usize,
+    /// The work-group and tile sizes the program was built with.
+    pub(crate) config: KernelConfig,
 }
 
 /// Compiles `source` for `device`; a failed build returns the compiler's log.
@@ -124,22 +119,44 @@ fn build_program(
     Ok(program)
 }
 
+/// The device's properties that size the kernels; the preferred work-group multiple is a
+/// kernel property, so a one-line probe kernel is built to ask for it.
+fn device_limits(context: &Context, device: &Device, info: &DeviceInfo) -> Result<DeviceLimits, OpenClError> {
+    const PROBE: &str = "__kernel void probe(__global float* x) { x[get_global_id(0)] = 0.0f; }";
+    let program = build_program(context, device, info, PROBE, "-cl-std=CL1.2")?;
+    let probe = Kernel::create(&program, "probe").cl("clCreateKernel")?;
+    let preferred_multiple =
+        probe.get_work_group_size_multiple(device.id()).cl("clGetKernelWorkGroupInfo(PREFERRED_MULTIPLE)")?;
+    Ok(DeviceLimits {
+        is_gpu: info.is_gpu,
+        max_work_group_size: info.max_work_group_size,
+        local_mem_bytes: info.local_mem_bytes,
+        preferred_multiple,
+    })
+}
+
 impl DeviceContext {
+    /// The device's context with the program built for its properties.
     pub(crate) fn new(info: DeviceInfo, device: Device, context: Context) -> Result<Self, OpenClError> {
-        let max_wg = info.max_work_group_size.max(1);
-        let wg = if max_wg >= 256 { 256 } else { 1 << max_wg.ilog2() };
-        let gemm_rts = if max_wg >= 256 { 16 } else { 8 };
-        let options = format!(
-            "-cl-std=CL1.2 -D RED_WG={wg} -D GEMM_RTS={gemm_rts} -D GEMM_WPT={GEMM_WPT} -D GEMM_TSK={GEMM_TSK}"
-        );
+        let config = KernelConfig::for_device(&device_limits(&context, &device, &info)?);
+        Self::with_config(info, device, context, config)
+    }
+
+    /// The device's context with the program built for `config`.
+    pub(crate) fn with_config(
+        info: DeviceInfo,
+        device: Device,
+        context: Context,
+        config: KernelConfig,
+    ) -> Result<Self, OpenClError> {
         // One string: cl3 0.13's multi-source call passes `&str` fat pointers where C expects
         // `char*`s, which crashes for more than one source.
-        let program = build_program(&context, &device, &info, &SOURCES.join("\n"), &options)?;
+        let program = build_program(&context, &device, &info, &SOURCES.join("\n"), &config.build_options())?;
         let kernels = KERNEL_NAMES
             .iter()
             .map(|name| Kernel::create(&program, name).cl("clCreateKernel").map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { info, device, context, _program: program, kernels, wg, gemm_rts })
+        Ok(Self { info, device, context, _program: program, kernels, config })
     }
 
     /// Sets `args` on kernel `kern` and enqueues it on `queue` over `global` work-items
@@ -199,6 +216,24 @@ mod tests {
         let OpenClError::Build { log, .. } = &err else { panic!("{err}") };
         assert!(log.contains("undeclared_name"), "{log}");
         assert!(err.to_string().contains("kernel build failed"), "{err}");
+    }
+
+    /// This device's own choice, and the NVIDIA-like GPU choice built and run here: the larger
+    /// GPU tile must compile and multiply correctly too.
+    #[test]
+    fn this_devices_config_and_a_gpu_config_build_and_multiply() {
+        let Some(be) = crate::testing::backend() else { return };
+        let ctx = be.context();
+        let limits = device_limits(&ctx.context, &ctx.device, &ctx.info).expect("limits");
+        ctx.config.check(&limits).unwrap_or_else(|e| panic!("{limits:?} -> {}: {e}", ctx.config));
+        let gpu = KernelConfig::for_device(&crate::config::tests::NVIDIA_LIKE);
+        assert_ne!(gpu, ctx.config, "the test must build another configuration");
+        let context = Context::from_device(&ctx.device).expect("context");
+        let gpu_ctx = DeviceContext::with_config(ctx.info.clone(), Device::new(ctx.device.id()), context, gpu)
+            .expect("the GPU configuration builds");
+        let on_gpu_config =
+            crate::OpenClBackend::on_context(std::sync::Arc::new(gpu_ctx), crate::GemmEngine::Own).expect("backend");
+        crate::ops::gemm::tests::all_transposes_on(&on_gpu_config);
     }
 
     #[test]

@@ -38,6 +38,7 @@
 mod backend;
 mod buffer;
 mod clblast;
+mod config;
 mod context;
 mod device;
 mod error;

@@ -37,6 +37,15 @@ impl TopK {
         }
     }
 
+    /// Adds `rows` rows of which `top1` had the label ranked first and `top5` among the first
+    /// five (counts ranked on the device, as [`TopK::add_batch`] ranks them).
+    pub fn add_counts(&mut self, rows: usize, top1: usize, top5: usize) {
+        assert!(top1 <= top5 && top5 <= rows, "counts {top1} <= {top5} <= {rows} violated");
+        self.count += rows as u64;
+        self.top1_correct += top1 as u64;
+        self.top5_correct += top5 as u64;
+    }
+
     /// Adds another tally's counts (another batch, another replica's share).
     pub fn merge(&mut self, other: &TopK) {
         self.count += other.count;

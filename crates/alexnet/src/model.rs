@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use alexnet_autograd::{ParamStore, Tape, Tensor};
-use alexnet_core::{Backend, BatchNormParams, MaskWindow, rng::mix64};
+use alexnet_core::{Backend, BatchNormParams, MaskWindow, SgdStep, XentSummary, rng::mix64};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::TensorMap;
@@ -103,6 +103,54 @@ impl<B: Backend> Model<B> {
     /// Every parameter (and state) copied to the host, in layer order.
     pub fn params_to_host(&self) -> Result<TensorMap> {
         Ok(self.store.to_host_map()?)
+    }
+
+    /// One SGD step on a batch (`images` of dims `shape`, one label per image), the tape reset
+    /// first: forward, softmax cross-entropy, backward, then the update. The host uploads the
+    /// images and labels and reads back only the loss summary (loss, top-1/top-5 counts), once,
+    /// after the backward is queued. A non-finite loss skips the update (the caller decides
+    /// what to do with the returned summary).
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step(
+        &mut self,
+        tape: &mut Tape<B>,
+        images: &[f32],
+        shape: &[usize],
+        labels: &[usize],
+        dropout_seed: u64,
+        sgd: &SgdStep,
+    ) -> Result<XentSummary> {
+        let summary =
+            self.forward_backward_part(tape, images, shape, labels, dropout_seed, 0, |tape, loss, store| {
+                Ok(tape.backward(loss, store)?)
+            })?;
+        if summary.mean_loss.is_finite() {
+            self.store.sgd_step(sgd)?;
+        }
+        Ok(summary)
+    }
+
+    /// Forward, softmax cross-entropy and `backward` (from the loss) of `images` (dims
+    /// `shape`), the samples from `first_sample` on of a larger batch (see
+    /// [`Model::forward_part`]); the tape is reset first. Returns the loss summary, read back
+    /// once after the backward is queued, so that the device never waits for the host.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_backward_part(
+        &mut self,
+        tape: &mut Tape<B>,
+        images: &[f32],
+        shape: &[usize],
+        labels: &[usize],
+        dropout_seed: u64,
+        first_sample: u64,
+        backward: impl FnOnce(&mut Tape<B>, Tensor, &mut ParamStore<B>) -> Result<()>,
+    ) -> Result<XentSummary> {
+        tape.reset();
+        let x = tape.input(images, shape)?;
+        let logits = self.forward_part(tape, x, dropout_seed, first_sample)?;
+        let loss = tape.softmax_cross_entropy(logits, labels)?;
+        backward(tape, loss, &mut self.store)?;
+        Ok(tape.xent_summary(loss)?)
     }
 
     /// Records the forward pass of `x` (`[batch, c, h, w]`) on `tape`; returns the logits

@@ -647,6 +647,48 @@ pub fn check_softmax_large_logits<B: Backend>(backend: &Arc<B>) {
     assert_close("softmax-xent gradient at +-1e4", &grad, &want, RTOL);
 }
 
+/// The loss summary (mean loss, top-1/top-5 counts, as ranked by `alexnet`'s metrics) against
+/// host formulas, and an invalid label on the device side: an error either from the forward or
+/// from decoding the summary, never a silent NaN.
+pub fn check_xent_summary<B: Backend>(backend: &Arc<B>) {
+    let (rows, classes) = (7, 9);
+    let mut logits = uniform_data(rows * classes, 77, -3.0, 3.0);
+    // Row 0: a tie between the label (4) and a lower class (2) counts against the label.
+    logits[2] = logits[4];
+    let labels: Vec<usize> = (0..rows).map(|r| (r * 4) % classes).collect();
+    let rank = |r: usize| {
+        let z = &logits[r * classes..][..classes];
+        let t = z[labels[r]];
+        z.iter().enumerate().filter(|&(j, &s)| s > t || (s == t && j < labels[r])).count()
+    };
+    let mut tape = Tape::train(Arc::clone(backend));
+    let z = tape.input(&logits, &[rows, classes]).expect("logits");
+    let loss = tape.softmax_cross_entropy(z, &labels).expect("forward");
+    let summary = tape.xent_summary(loss).expect("summary");
+    let want = reference::softmax_cross_entropy(rows, &logits, &labels);
+    assert!((f64::from(summary.mean_loss) - want).abs() <= RTOL * want, "loss {summary:?}, want {want}");
+    assert_eq!(summary.top1_correct, (0..rows).filter(|&r| rank(r) == 0).count(), "{summary:?}");
+    assert_eq!(summary.top5_correct, (0..rows).filter(|&r| rank(r) < 5).count(), "{summary:?}");
+    assert!(summary.top5_correct > summary.top1_correct, "the case must tell top-1 from top-5: {summary:?}");
+    assert_eq!(tape.scalar(loss).expect("loss"), summary.mean_loss);
+
+    // Labels already on the device bypass the tape's host check: the backend must catch 7.
+    let upload = |v: &[f32]| backend.upload(v).expect("upload");
+    let (z, bad) = (upload(&logits[..2 * classes]), upload(&[1.0, 9.0]));
+    let (mut probs, mut loss, mut summary) =
+        (upload(&[0.0; 18]), upload(&[0.0]), upload(&[0.0; alexnet_core::XENT_SUMMARY_LEN]));
+    let reported =
+        backend.softmax_xent_forward(2, classes, &z, &bad, &mut probs, &mut loss, &mut summary).and_then(|()| {
+            let mut host = [0.0; alexnet_core::XENT_SUMMARY_LEN];
+            backend.download(&summary, &mut host)?;
+            alexnet_core::XentSummary::from_values(&host)
+        });
+    assert!(
+        matches!(reported, Err(alexnet_core::Error::InvalidParameter { what: "label", value, .. }) if value == 9.0),
+        "{reported:?}"
+    );
+}
+
 /// Inference tapes record nothing: dropout is the identity, batch norm uses the running
 /// averages that training updated, and backward is an error.
 pub fn check_inference_mode<B: Backend>(backend: &Arc<B>) {
@@ -793,6 +835,13 @@ macro_rules! backend_conformance_tests {
         fn conformance_softmax_large_logits() {
             if let ::std::option::Option::Some(backend) = conformance_backend() {
                 $crate::conformance::check_softmax_large_logits(&backend);
+            }
+        }
+
+        #[test]
+        fn conformance_xent_summary() {
+            if let ::std::option::Option::Some(backend) = conformance_backend() {
+                $crate::conformance::check_xent_summary(&backend);
             }
         }
 

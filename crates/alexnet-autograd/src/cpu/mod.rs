@@ -11,7 +11,7 @@ use alexnet_conv::ConvWorkspace;
 use alexnet_conv::gemm::{Transpose, sgemm};
 use alexnet_core::{
     Activation, Backend, BatchNormParams, ChannelLayout, Conv2dGeom, Error, LrnParams, MaskWindow, PoolGeom, PoolKind,
-    Result, SgdStep, Shape4, check_len,
+    Result, SgdStep, Shape4, XENT_SUMMARY_LEN, check_len,
 };
 
 /// The CPU [`Backend`]: buffers are `Vec<f32>`; work runs on the current rayon pool, or on
@@ -452,14 +452,19 @@ impl Backend for CpuBackend {
         logits: &Vec<f32>,
         labels: &Vec<f32>,
         probs: &mut Vec<f32>,
-        row_loss: &mut Vec<f32>,
+        loss: &mut Vec<f32>,
+        summary: &mut Vec<f32>,
     ) -> Result<()> {
         const OP: &str = "softmax_xent_forward";
         check_len(OP, "logits", batch * classes, logits.len())?;
         check_len(OP, "probs", batch * classes, probs.len())?;
-        check_len(OP, "row_loss", batch, row_loss.len())?;
+        check_len(OP, "loss", 1, loss.len())?;
+        check_len(OP, "summary", XENT_SUMMARY_LEN, summary.len())?;
+        if classes == 0 {
+            return Err(Error::ZeroSize { what: "classes" });
+        }
         let labels = labels_to_indices(OP, batch, classes, labels)?;
-        self.run(|| softmax::softmax_xent_forward(classes, logits, &labels, probs, row_loss));
+        self.run(|| softmax::softmax_xent_forward(classes, logits, &labels, probs, &mut loss[0], summary));
         Ok(())
     }
 
@@ -469,13 +474,15 @@ impl Backend for CpuBackend {
         classes: usize,
         probs: &Vec<f32>,
         labels: &Vec<f32>,
-        scale: f32,
+        dloss: &Vec<f32>,
         dlogits: &mut Vec<f32>,
     ) -> Result<()> {
         const OP: &str = "softmax_xent_backward";
         check_len(OP, "probs", batch * classes, probs.len())?;
+        check_len(OP, "dloss", 1, dloss.len())?;
         check_len(OP, "dlogits", batch * classes, dlogits.len())?;
         let labels = labels_to_indices(OP, batch, classes, labels)?;
+        let scale = dloss[0] / batch as f32;
         self.run(|| softmax::softmax_xent_backward(classes, probs, &labels, scale, dlogits));
         Ok(())
     }

@@ -8,7 +8,7 @@ use opencl3::memory::ClMem as _;
 use crate::backend::{OpenClBackend, u};
 use crate::buffer::ClBuffer;
 use crate::clblast::{GemmEngine, RawMatrix, clblast};
-use crate::context::{Arg, GEMM_WPT, Kern};
+use crate::context::{Arg, Kern};
 
 /// A matrix inside a buffer: element `(r, c)` of batch item `z` sits at
 /// `offset + z * stride + r * ld + c` (rows and columns as stored).
@@ -66,8 +66,9 @@ pub(crate) fn gemm_batched(
         (true, false) => Kern::GemmTN,
         (true, true) => Kern::GemmTT,
     };
-    let rts = be.gemm_rts();
-    let tile = rts * GEMM_WPT;
+    let config = be.kernel_config();
+    let rts = config.gemm_rts;
+    let (tile_m, tile_n) = (rts * config.gemm_wpt, 4 * rts);
     let mut args =
         vec![Arg::U32(u("m", m)?), Arg::U32(u("n", n)?), Arg::U32(u("k", k)?), Arg::F32(alpha), Arg::F32(beta)];
     for view in [a, b, c] {
@@ -78,7 +79,7 @@ pub(crate) fn gemm_batched(
             Arg::U32(u("batch stride", view.stride)?),
         ]);
     }
-    be.launch(kern, &[n.div_ceil(tile) * rts, m.div_ceil(tile) * rts, batch], &[rts, rts, 1], &args)
+    be.launch(kern, &[n.div_ceil(tile_n) * rts, m.div_ceil(tile_m) * rts, batch], &[rts, rts, 1], &args)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -115,7 +116,7 @@ pub(crate) fn gemm(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use alexnet_core::Backend;
 
     use crate::testing::{assert_close, backend, backends, down, random, up};
@@ -151,10 +152,20 @@ mod tests {
         }
     }
 
-    fn all_transposes_on(be: &crate::OpenClBackend) {
-        // Sizes around the 64 tile and the 16-deep k panel, plus degenerate ones.
-        let shapes =
-            [(1, 1, 1), (3, 5, 7), (64, 64, 16), (65, 63, 17), (17, 130, 33), (100, 1, 50), (1, 100, 300), (5, 4, 0)];
+    /// Every transpose pair on shapes around the tiles, against the f64 formula.
+    pub(crate) fn all_transposes_on(be: &crate::OpenClBackend) {
+        // Sizes around the 64 and 128 tiles and the 16-deep k panel, plus degenerate ones.
+        let shapes = [
+            (1, 1, 1),
+            (3, 5, 7),
+            (64, 64, 16),
+            (65, 63, 17),
+            (129, 65, 33),
+            (17, 130, 33),
+            (100, 1, 50),
+            (1, 100, 300),
+            (5, 4, 0),
+        ];
         for (s, &(m, n, k)) in shapes.iter().enumerate() {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 let seed = 10 * s as u64;

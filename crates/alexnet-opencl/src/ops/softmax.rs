@@ -1,11 +1,13 @@
-//! Fused softmax cross-entropy, forward (probabilities and per-row loss) and backward.
+//! Fused softmax cross-entropy: forward (probabilities, mean loss and the batch summary, all on
+//! the device) and backward (scaled by the upstream gradient read on the device).
 
-use alexnet_core::Result;
+use alexnet_core::{Result, XENT_SUMMARY_LEN};
 
 use crate::backend::{OpenClBackend, u};
 use crate::buffer::ClBuffer;
 use crate::context::{Arg, Kern};
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
     be: &OpenClBackend,
     batch: usize,
@@ -13,20 +15,28 @@ pub(crate) fn forward(
     logits: &ClBuffer,
     labels: &ClBuffer,
     probs: &mut ClBuffer,
-    row_loss: &mut ClBuffer,
+    loss: &mut ClBuffer,
+    summary: &mut ClBuffer,
 ) -> Result<()> {
     const OP: &str = "softmax_xent_forward";
     be.check(OP, "logits", logits, batch * classes)?;
     be.check(OP, "labels", labels, batch)?;
     be.check(OP, "probs", probs, batch * classes)?;
-    be.check(OP, "row_loss", row_loss, batch)?;
+    be.check(OP, "loss", loss, 1)?;
+    be.check(OP, "summary", summary, XENT_SUMMARY_LEN)?;
     if classes == 0 {
         return Err(alexnet_core::Error::ZeroSize { what: "classes" });
     }
+    let row_stats = be.scratch(3 * batch)?;
     be.launch_groups(
         Kern::SoftmaxXentForward,
         batch,
-        &[Arg::U32(u("classes", classes)?), Arg::Buf(logits), Arg::Buf(labels), Arg::Buf(probs), Arg::Buf(row_loss)],
+        &[Arg::U32(u("classes", classes)?), Arg::Buf(logits), Arg::Buf(labels), Arg::Buf(probs), Arg::Buf(&row_stats)],
+    )?;
+    be.launch_groups(
+        Kern::SoftmaxXentSummary,
+        1,
+        &[Arg::U32(u("batch", batch)?), Arg::Buf(&row_stats), Arg::Buf(labels), Arg::Buf(loss), Arg::Buf(summary)],
     )
 }
 
@@ -36,12 +46,13 @@ pub(crate) fn backward(
     classes: usize,
     probs: &ClBuffer,
     labels: &ClBuffer,
-    scale: f32,
+    dloss: &ClBuffer,
     dlogits: &mut ClBuffer,
 ) -> Result<()> {
     const OP: &str = "softmax_xent_backward";
     be.check(OP, "probs", probs, batch * classes)?;
     be.check(OP, "labels", labels, batch)?;
+    be.check(OP, "dloss", dloss, 1)?;
     be.check(OP, "dlogits", dlogits, batch * classes)?;
     let n = batch * classes;
     be.launch_1d(
@@ -50,7 +61,8 @@ pub(crate) fn backward(
         &[
             Arg::U32(u("length", n)?),
             Arg::U32(u("classes", classes)?),
-            Arg::F32(scale),
+            Arg::F32(1.0 / batch.max(1) as f32),
+            Arg::Buf(dloss),
             Arg::Buf(probs),
             Arg::Buf(labels),
             Arg::Buf(dlogits),
@@ -87,9 +99,11 @@ mod tests {
             let labels_f: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
             let zd = to_f64(&z);
             let (zb, lb) = (up(&be, &z), up(&be, &labels_f));
-            let (mut probs, mut loss) = (be.zeros(batch * classes).unwrap(), be.zeros(batch).unwrap());
-            be.softmax_xent_forward(batch, classes, &zb, &lb, &mut probs, &mut loss).unwrap();
-            assert_close("row loss", &down(&be, &loss), &ref_loss(classes, &zd, &labels), 1e-5);
+            let (mut probs, mut loss) = (be.zeros(batch * classes).unwrap(), be.zeros(1).unwrap());
+            let mut summary = be.zeros(alexnet_core::XENT_SUMMARY_LEN).unwrap();
+            be.softmax_xent_forward(batch, classes, &zb, &lb, &mut probs, &mut loss, &mut summary).unwrap();
+            let mean = ref_loss(classes, &zd, &labels).iter().sum::<f64>() / batch as f64;
+            assert_close("mean loss", &down(&be, &loss), &[mean], 1e-5);
             let rprobs: Vec<f64> = zd
                 .chunks(classes)
                 .flat_map(|row| {
@@ -99,9 +113,10 @@ mod tests {
                 })
                 .collect();
             assert_close("probs", &down(&be, &probs), &rprobs, 1e-5);
-            let scale = 1.0 / batch as f32;
+            // An upstream gradient of 3 on the mean loss.
+            let scale = 3.0 / batch as f32;
             let mut dz = be.zeros(batch * classes).unwrap();
-            be.softmax_xent_backward(batch, classes, &probs, &lb, scale, &mut dz).unwrap();
+            be.softmax_xent_backward(batch, classes, &probs, &lb, &up(&be, &[3.0]), &mut dz).unwrap();
             let rdz: Vec<f64> = (0..batch * classes)
                 .map(|i| f64::from(scale) * (rprobs[i] - f64::from(u8::from(labels[i / classes] == i % classes))))
                 .collect();
@@ -131,12 +146,14 @@ mod tests {
     }
 
     #[test]
-    fn invalid_label_gives_nan_loss() {
+    fn invalid_label_is_flagged_with_a_nan_loss() {
         let Some(be) = backend() else { return };
         let (z, labels) = (up(&be, &[0.0; 6]), up(&be, &[1.0, 3.0]));
-        let (mut p, mut loss) = (be.zeros(6).unwrap(), be.zeros(2).unwrap());
-        be.softmax_xent_forward(2, 3, &z, &labels, &mut p, &mut loss).unwrap();
-        let loss = down(&be, &loss);
-        assert!((loss[0] - 3f32.ln()).abs() < 1e-6 && loss[1].is_nan(), "{loss:?}");
+        let (mut p, mut loss) = (be.zeros(6).unwrap(), be.zeros(1).unwrap());
+        let mut summary = be.zeros(alexnet_core::XENT_SUMMARY_LEN).unwrap();
+        be.softmax_xent_forward(2, 3, &z, &labels, &mut p, &mut loss, &mut summary).unwrap();
+        assert!(down(&be, &loss)[0].is_nan());
+        // One invalid label, in row 1, valued 3.
+        assert_eq!(down(&be, &summary)[3..], [1.0, 1.0, 3.0]);
     }
 }

@@ -106,29 +106,33 @@ impl<B: Backend> Replica<B> {
     /// This replica's share of the batch: forward, backward, and the gradient exchange.
     fn step(&mut self, input: &StepInput<'_>) -> Result<StepOutput> {
         let [batch, c, h, w] = input.shape;
-        let classes = self.model.arch.classes;
         let (rank, size) = self.sync.as_ref().map_or((0, 1), |s| (s.rank(), s.size()));
         let (start, end) = share(batch, rank, size);
         let n = end - start;
         let sample_len = c * h * w;
         let mut local = StepOutput::default();
         if n > 0 {
-            let tape = &mut self.tape;
-            tape.reset();
-            let x = tape.input(&input.images[start * sample_len..end * sample_len], &[n, c, h, w])?;
-            let logits = self.model.forward_part(tape, x, input.dropout_seed, start as u64)?;
+            let images = &input.images[start * sample_len..end * sample_len];
             let labels = &input.labels[start..end];
-            let loss = tape.softmax_cross_entropy(logits, labels)?;
-            local.loss = tape.scalar(loss)?;
-            match self.sync.as_mut() {
-                None => tape.backward(loss, &mut self.model.store)?,
-                Some(sync) => {
-                    // Each share's mean, weighted by its size, sums to the batch mean.
-                    let weighted = tape.scale(loss, n as f32 / batch as f32)?;
-                    tape.backward_notify(weighted, &mut self.model.store, |store, id| sync.ready(store, id))?;
-                }
-            }
-            local.topk.add_batch(&tape.to_host(logits)?, labels, classes);
+            let sync = self.sync.as_mut();
+            let summary = self.model.forward_backward_part(
+                &mut self.tape,
+                images,
+                &[n, c, h, w],
+                labels,
+                input.dropout_seed,
+                start as u64,
+                |tape, loss, store| match sync {
+                    None => Ok(tape.backward(loss, store)?),
+                    Some(sync) => {
+                        // Each share's mean, weighted by its size, sums to the batch mean.
+                        let weighted = tape.scale(loss, n as f32 / batch as f32)?;
+                        tape.backward_notify(weighted, store, |store, id| sync.ready(store, id))
+                    }
+                },
+            )?;
+            local.loss = summary.mean_loss;
+            local.topk.add_counts(n, summary.top1_correct, summary.top5_correct);
         } else if let Some(sync) = self.sync.as_mut() {
             sync.contribute_zeros(&mut self.model.store)?;
         }
