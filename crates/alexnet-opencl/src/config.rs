@@ -47,19 +47,15 @@ impl KernelConfig {
         let sides = [16, 8, 4, 2, 1].into_iter().filter(|r| r * r <= max);
         let gemm_rts = sides
             .clone()
-            .find(|r| (r * r) % limits.preferred_multiple.max(1) == 0)
+            .find(|r| (r * r).is_multiple_of(limits.preferred_multiple.max(1)))
             .or_else(|| sides.clone().next())
             .unwrap_or(1);
         let gemm_tsk = 16;
         // GPUs: 8 rows per thread (a 128 x 64 tile for 16 x 16 threads: twice the arithmetic
         // per local-memory load) where local memory holds it; CPU drivers: 4.
         let wpts: &[usize] = if limits.is_gpu { &[8, 4, 2, 1] } else { &[4, 2, 1] };
-        let fits = |wpt: usize| {
-            let config = Self { wg, gemm_rts, gemm_wpt: wpt, gemm_tsk };
-            config.local_bytes() <= limits.local_mem_bytes && (gemm_tsk * wpt) % gemm_rts == 0
-        };
-        let gemm_wpt = wpts.iter().copied().find(|&w| fits(w)).unwrap_or(1);
-        Self { wg, gemm_rts, gemm_wpt, gemm_tsk }
+        let with_wpt = |gemm_wpt: usize| Self { wg, gemm_rts, gemm_wpt, gemm_tsk };
+        wpts.iter().map(|&w| with_wpt(w)).find(|c| c.check(limits).is_ok()).unwrap_or_else(|| with_wpt(1))
     }
 
     /// Local memory one GEMM work-group uses (its A and B panels), or a reduction's scratch.
@@ -82,7 +78,7 @@ impl KernelConfig {
             return Err(format!("{} bytes of local memory exceed {}", self.local_bytes(), limits.local_mem_bytes));
         }
         // Every thread loads whole panels: the element counts must divide by the thread count.
-        if (self.gemm_tsk * self.gemm_wpt) % rts != 0 || (4 * self.gemm_tsk) % rts != 0 {
+        if !(self.gemm_tsk * self.gemm_wpt).is_multiple_of(rts) || !(4 * self.gemm_tsk).is_multiple_of(rts) {
             return Err(format!("GEMM panels of depth {} do not divide among {rts} x {rts} threads", self.gemm_tsk));
         }
         Ok(())
@@ -132,7 +128,8 @@ pub(crate) mod tests {
         for limits in [NVIDIA_LIKE, AMD_LIKE, SMALL_GPU, POCL_LIKE] {
             let config = KernelConfig::for_device(&limits);
             config.check(&limits).unwrap_or_else(|e| panic!("{limits:?} -> {config:?}: {e}"));
-            assert_eq!((config.gemm_rts * config.gemm_rts) % limits.preferred_multiple.min(config.gemm_rts.pow(2)), 0);
+            let threads = config.gemm_rts * config.gemm_rts;
+            assert!(threads.is_multiple_of(limits.preferred_multiple.min(threads)), "{limits:?} -> {config}");
         }
     }
 
