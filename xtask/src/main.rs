@@ -150,6 +150,10 @@ struct TrainArgs {
     /// Data loader worker threads.
     #[arg(long)]
     workers: Option<usize>,
+    /// Skip (and report) images larger than this many pixels, read from their headers
+    /// before decoding (default 64,000,000).
+    #[arg(long, value_name = "PIXELS")]
+    max_image_pixels: Option<u64>,
     /// No progress bars (one line per epoch).
     #[arg(long)]
     quiet: bool,
@@ -184,6 +188,9 @@ struct PredictArgs {
     /// Image files (JPEG or PNG).
     #[arg(required = true)]
     images: Vec<PathBuf>,
+    /// Refuse images larger than this many pixels, read from their headers before decoding.
+    #[arg(long, value_name = "PIXELS", default_value_t = alexnet::config::DEFAULT_MAX_IMAGE_PIXELS)]
+    max_image_pixels: u64,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -330,6 +337,7 @@ fn resolve_config(args: &TrainArgs) -> AnyResult<RunConfig> {
     if let Some(w) = args.workers {
         d.workers = w;
     }
+    d.max_image_pixels = args.max_image_pixels.unwrap_or(d.max_image_pixels);
     let o = &mut config.optim;
     o.epochs = args.epochs.unwrap_or(o.epochs);
     o.batch_size = args.batch_size.unwrap_or(o.batch_size);
@@ -479,14 +487,26 @@ fn eval(args: EvalArgs, any: AnyBackend) -> AnyResult {
 
 fn predict(args: PredictArgs, any: AnyBackend) -> AnyResult {
     dispatch!(any, b => {
-        let predictions = alexnet::trainer::predict_files(&args.checkpoint, &args.images, b)?;
-        for (path, top5) in args.images.iter().zip(predictions) {
-            println!("{}", path.display());
-            for (name, p) in top5 {
-                println!("  {:>6.2}%  {name}", 100.0 * p);
+        let predictions = alexnet::trainer::predict_files(&args.checkpoint, &args.images, args.max_image_pixels, b)?;
+        let mut failed = 0;
+        for (path, prediction) in args.images.iter().zip(predictions) {
+            match prediction {
+                Ok(top5) => {
+                    println!("{}", path.display());
+                    for (name, p) in top5 {
+                        println!("  {:>6.2}%  {name}", 100.0 * p);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    failed += 1;
+                }
             }
         }
-        Ok(())
+        match failed {
+            0 => Ok(()),
+            n => Err(format!("{n} of {} images could not be predicted", args.images.len()).into()),
+        }
     })
 }
 

@@ -66,7 +66,7 @@ fn imagenette() {
     };
     let train = std::path::Path::new(&root).join("train");
     let source = ImageFolder::open(&train).expect("open Imagenette");
-    let decode = Decode { channels: Channels::Rgb };
+    let decode = Decode::new(Channels::Rgb);
     let resize = ResizeCentreCrop { size: 256 };
     let opts =
         StatsOptions { fallback_cache_dir: Some(std::env::temp_dir().join("alexnet-augment")), ..Default::default() };

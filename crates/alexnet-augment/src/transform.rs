@@ -119,7 +119,7 @@ impl Transform {
     /// PCA noise, ImageNet mean/std.
     pub fn imagenet_train(pca: Option<PcaNoise>) -> Self {
         Transform {
-            decode: Decode { channels: Channels::Rgb },
+            decode: Decode::new(Channels::Rgb),
             resize: Some(ResizeCentreCrop { size: 256 }),
             augment: Augment::Train { crop: RandomCrop { size: 227, padding: 0 }, flip: Flip::default(), pca },
             normalize: Normalize::imagenet(),
@@ -137,7 +137,7 @@ impl Transform {
     /// `size` crop, flip, normalise; no resize.
     pub fn small_train(channels: Channels, size: usize, padding: usize, normalize: Normalize) -> Self {
         Transform {
-            decode: Decode { channels },
+            decode: Decode::new(channels),
             resize: None,
             augment: Augment::Train { crop: RandomCrop { size, padding }, flip: Flip::default(), pca: None },
             normalize,
@@ -148,7 +148,7 @@ impl Transform {
     /// is the image size).
     pub fn small_eval(channels: Channels, size: usize, normalize: Normalize) -> Self {
         Transform {
-            decode: Decode { channels },
+            decode: Decode::new(channels),
             resize: None,
             augment: Augment::Centre(CentreCrop { size }),
             normalize,

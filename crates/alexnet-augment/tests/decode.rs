@@ -10,10 +10,10 @@ use alexnet_augment::*;
 #[test]
 fn grey_jpeg_expands_to_three_equal_channels_or_stays_one() {
     let bytes = common::grey_jpeg_bytes(20, 10);
-    let rgb = Decode { channels: Channels::Rgb }.apply(&bytes).unwrap();
+    let rgb = Decode::new(Channels::Rgb).apply(&bytes).unwrap();
     assert_eq!((rgb.width, rgb.height, rgb.channels), (20, 10, 3));
     assert!(rgb.data.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
-    let grey = Decode { channels: Channels::Grey }.apply(&bytes).unwrap();
+    let grey = Decode::new(Channels::Grey).apply(&bytes).unwrap();
     assert_eq!(grey.channels, 1);
     assert_eq!(grey.data, rgb.data.iter().step_by(3).copied().collect::<Vec<_>>());
 }
@@ -71,6 +71,6 @@ fn direct_jpeg_decoding_matches_the_image_crate_and_reuses_buffers() {
     let small = common::jpeg_bytes(16, 8, 2);
     Decode::default().apply_into(&small, &mut out).unwrap();
     assert_eq!(out, Decode::default().apply(&small).unwrap());
-    Decode { channels: Channels::Grey }.apply_into(&common::grey_jpeg_bytes(9, 5), &mut out).unwrap();
+    Decode::new(Channels::Grey).apply_into(&common::grey_jpeg_bytes(9, 5), &mut out).unwrap();
     assert_eq!((out.width, out.height, out.channels, out.data.len()), (9, 5, 1, 45));
 }

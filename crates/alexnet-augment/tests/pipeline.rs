@@ -203,7 +203,7 @@ fn colour_statistics_match_a_direct_computation_and_are_cached() {
     let dir = tempfile::tempdir().unwrap();
     common::write_folder(dir.path(), &["a", "b"], 3);
     let source = ImageFolder::open(dir.path()).unwrap();
-    let decode = Decode { channels: Channels::Rgb };
+    let decode = Decode::new(Channels::Rgb);
     let opts = StatsOptions {
         fallback_cache_dir: Some(dir.path().join("fallback")),
         per_pixel_mean: true,
@@ -282,7 +282,7 @@ fn statistics_cache_falls_back_when_the_data_folder_is_unwritable() {
     let (ip, lp) = common::write_idx(dir.path(), 20, 5, 5);
     let source = Unwritable(Idx::open(&ip, &lp).unwrap(), ip.clone());
     let opts = StatsOptions { fallback_cache_dir: Some(dir.path().join("cache")), max_images: 7, ..Default::default() };
-    let decode = Decode { channels: Channels::Grey };
+    let decode = Decode::new(Channels::Grey);
     let (stats, report) = ColourStats::load_or_compute(&source, decode, None, &opts).unwrap();
     assert!(report.fallback_reason.is_some(), "{report:?}");
     assert!(report.path.starts_with(dir.path().join("cache")));

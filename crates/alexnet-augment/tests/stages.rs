@@ -70,7 +70,7 @@ fn centre_and_ten_crop_positions() {
 fn ten_crop_views_hold_the_right_pixels() {
     let img = image(10, 8, 3, 2);
     let t = Transform {
-        decode: Decode { channels: Channels::Rgb },
+        decode: Decode::new(Channels::Rgb),
         resize: None,
         augment: Augment::TenCrop(TenCrop { size: 4 }),
         normalize: Normalize::identity(3),
@@ -98,7 +98,7 @@ fn ten_crop_views_hold_the_right_pixels() {
 fn fused_pass_matches_the_formula_written_out() {
     let img = image(3, 2, 3, 5);
     let t = Transform {
-        decode: Decode { channels: Channels::Rgb },
+        decode: Decode::new(Channels::Rgb),
         resize: None,
         augment: Augment::Centre(CentreCrop { size: 2 }),
         normalize: Normalize::per_channel(&[0.4, 0.5, 0.6], &[0.2, 0.25, 0.3]),
@@ -147,7 +147,7 @@ fn fused_equals_stage_by_stage_reference() {
         (
             "train rgb padded pca",
             Transform {
-                decode: Decode { channels: Channels::Rgb },
+                decode: Decode::new(Channels::Rgb),
                 resize: None,
                 augment: Augment::Train {
                     crop: RandomCrop { size: 32, padding: 4 },
@@ -171,7 +171,7 @@ fn fused_equals_stage_by_stage_reference() {
         (
             "per-pixel mean",
             Transform {
-                decode: Decode { channels: Channels::Rgb },
+                decode: Decode::new(Channels::Rgb),
                 resize: None,
                 augment: Augment::Train {
                     crop: RandomCrop { size: 31, padding: 0 },

@@ -76,6 +76,17 @@ pub struct DataConfig {
     pub augment: bool,
     /// The paper's PCA colour augmentation (colour images only).
     pub pca_lighting: bool,
+    /// The largest image decoded, in pixels (width x height), checked from the file's
+    /// header before decoding: larger files are skipped and reported like unreadable ones.
+    #[serde(default = "default_max_image_pixels")]
+    pub max_image_pixels: u64,
+}
+
+/// The default of [`DataConfig::max_image_pixels`]: 64 megapixels.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = alexnet_augment::Decode::DEFAULT_MAX_PIXELS;
+
+fn default_max_image_pixels() -> u64 {
+    DEFAULT_MAX_IMAGE_PIXELS
 }
 
 impl Default for DataConfig {
@@ -90,6 +101,7 @@ impl Default for DataConfig {
             workers: 1,
             augment: true,
             pca_lighting: true,
+            max_image_pixels: default_max_image_pixels(),
         }
     }
 }
@@ -279,6 +291,9 @@ impl RunConfig {
         let minutes = self.output.checkpoint_minutes;
         if !(minutes.is_finite() && minutes >= 0.0) {
             return bad(format!("checkpoint interval {minutes} minutes must be >= 0"));
+        }
+        if self.data.max_image_pixels == 0 {
+            return bad("max image pixels must be at least 1".into());
         }
         if self.data.workers == 0 {
             return bad("data workers must be at least 1".into());

@@ -12,6 +12,7 @@ use alexnet_core::rng::mix64;
 
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
+use crate::model::ModelInfo;
 
 /// The layouts a data folder can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +200,8 @@ impl Datasets {
             3 => Channels::Rgb,
             other => return Err(Error::config(format!("input with {other} channels: only 1 (grey) or 3 (RGB)"))),
         };
-        let (train_transform, eval_transform) = match format {
+        let decode = Decode { channels, max_pixels: d.max_image_pixels };
+        let (mut train_transform, mut eval_transform) = match format {
             DataFormat::Idx | DataFormat::Cifar10 => {
                 let normalize = match (format, c) {
                     (DataFormat::Idx, 1) => Normalize::per_channel(&FASHION_MNIST_NORM.0, &FASHION_MNIST_NORM.1),
@@ -218,14 +220,12 @@ impl Datasets {
                 // The paper: shorter side to 256 (scaled for other inputs), centre crop,
                 // random crops of the input size, flips, PCA lighting.
                 let resize = ResizeCentreCrop { size: (h * 256).div_ceil(227) };
-                let decode = Decode { channels };
                 let options = StatsOptions { workers: d.workers, ..StatsOptions::default() };
                 let (stats, _) = ColourStats::load_or_compute(&*train, decode, Some(resize), &options)
                     .map_err(|e| Error::config(format!("colour statistics: {e}")))?;
                 let pca = (d.pca_lighting && c == 3).then(|| PcaNoise::from_stats(&stats));
                 let normalize = Normalize::from_stats(&stats);
                 let mut train = Transform::imagenet_train(pca);
-                train.decode = decode;
                 train.resize = Some(resize);
                 if let alexnet_augment::Augment::Train { crop, .. } = &mut train.augment {
                     crop.size = h;
@@ -235,13 +235,13 @@ impl Datasets {
                 }
                 train.normalize = normalize.clone();
                 let mut eval = Transform::imagenet_eval(false);
-                eval.decode = decode;
                 eval.resize = Some(resize);
                 eval.augment = alexnet_augment::Augment::Centre(alexnet_augment::CentreCrop { size: h });
                 eval.normalize = normalize;
                 (train, eval)
             }
         };
+        (train_transform.decode, eval_transform.decode) = (decode, decode);
         Ok(Self { train, val, test, format, class_names, train_transform, eval_transform })
     }
 
@@ -272,6 +272,22 @@ impl Datasets {
             .build(source.clone())
             .map_err(|e| Error::config(format!("data loader: {e}")))
     }
+}
+
+/// The evaluation transform of a trained model, from what its checkpoint records: decode
+/// to its channels (refusing images over `max_image_pixels`), resize as in training,
+/// centre crop, normalise with the run's statistics. Checked against the model's input.
+pub fn eval_transform(info: &ModelInfo, max_image_pixels: u64) -> Result<Transform> {
+    let [c, h, _] = info.input;
+    let channels = if c == 1 { Channels::Grey } else { Channels::Rgb };
+    let transform = Transform {
+        decode: Decode { channels, max_pixels: max_image_pixels },
+        resize: info.resize.map(|size| ResizeCentreCrop { size }),
+        augment: alexnet_augment::Augment::Centre(alexnet_augment::CentreCrop { size: h }),
+        normalize: Normalize::per_channel(&info.mean, &info.std),
+    };
+    transform.validate().map_err(|e| Error::config(format!("the checkpoint's model description: {e}")))?;
+    Ok(transform)
 }
 
 #[cfg(test)]

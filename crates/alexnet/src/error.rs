@@ -53,6 +53,23 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// An image file cannot be used (not an image, damaged, over the pixel limit).
+    #[error("{path}: {reason}")]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The model's outputs are NaN or infinite: its weights are damaged or diverged.
+    #[error(
+        "the model's outputs for {what} are not finite (NaN or infinite): its weights are damaged or \
+         training diverged; use an earlier checkpoint"
+    )]
+    NonFiniteOutput {
+        /// What was evaluated (a file, a batch of a split).
+        what: String,
+    },
     /// The loss became NaN or infinite.
     #[error("loss is {loss} at step {step} (epoch {epoch}); stopped. The last good checkpoint is kept{}", .last_good.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default())]
     NonFiniteLoss {

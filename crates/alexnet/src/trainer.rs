@@ -99,8 +99,9 @@ pub fn input_for(preset: Preset, format: DataFormat) -> Result<[usize; 3]> {
     }
 }
 
-/// Softmax of each row of `logits` (`classes` wide), in place.
-fn softmax_rows(logits: &mut [f32], classes: usize) {
+/// Softmax of each row of `logits` (`classes` wide), in place. A non-finite result (NaN or
+/// infinite logits: damaged or diverged weights) is an [`Error::NonFiniteOutput`] for `what`.
+fn softmax_rows(logits: &mut [f32], classes: usize, what: impl FnOnce() -> String) -> Result<()> {
     for row in logits.chunks_exact_mut(classes) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f64;
@@ -110,6 +111,14 @@ fn softmax_rows(logits: &mut [f32], classes: usize) {
         }
         let inv = (1.0 / sum) as f32;
         row.iter_mut().for_each(|v| *v *= inv);
+    }
+    if logits.iter().all(|p| p.is_finite()) { Ok(()) } else { Err(Error::NonFiniteOutput { what: what() }) }
+}
+
+/// Notes every sample `loader` skipped since the last call, by name and reason.
+fn report_skips(loader: &Loader, obs: &mut dyn Observer) {
+    for skip in loader.take_new_skips() {
+        obs.note(&format!("skipped {}: {}", skip.name, skip.reason));
     }
 }
 
@@ -144,7 +153,7 @@ pub fn evaluate(
     obs.eval_start(what, loader.batches_per_epoch());
     for batch in loader.epoch(0) {
         let mut probs = logits(&batch.images, &batch.shape)?;
-        softmax_rows(&mut probs, classes);
+        softmax_rows(&mut probs, classes, || format!("{what} batch {}", batch.number + 1))?;
         let views = batch.views;
         let averaged: Vec<f32> = probs
             .chunks_exact(classes * views)
@@ -160,9 +169,7 @@ pub fn evaluate(
         obs.eval_batch();
     }
     obs.eval_end();
-    for skip in loader.take_new_skips() {
-        obs.note(&format!("skipped {}: {}", skip.name, skip.reason));
-    }
+    report_skips(loader, obs);
     Ok(SplitMetrics {
         loss: loss_sum / topk.count.max(1) as f64,
         top1_error: topk.top1_error(),
@@ -487,6 +494,7 @@ impl Trainer {
             if o.max_steps.is_some_and(|m| self.step >= m) {
                 partial.seconds = elapsed();
                 let path = self.save_checkpoint(DataPosition { epoch, batch: batch.number }, Some(partial), false)?;
+                report_skips(&self.train_loader, obs);
                 obs.note(&format!("step limit reached: checkpoint {} (resuming continues this epoch)", path.display()));
                 return Ok(None);
             }
@@ -532,9 +540,7 @@ impl Trainer {
                 obs.note(&format!("checkpoint {}", path.display()));
             }
         }
-        for skip in self.train_loader.take_new_skips() {
-            obs.note(&format!("skipped {}: {}", skip.name, skip.reason));
-        }
+        report_skips(&self.train_loader, obs);
         let topk = partial.topk;
         let metrics = SplitMetrics {
             loss: partial.loss_sum / topk.count.max(1) as f64,
@@ -710,42 +716,40 @@ pub fn evaluate_checkpoint<B: Backend>(
     Ok(EvalReport { weights, split, ten_crop, metrics })
 }
 
-/// The five most probable classes of each image file, with their probabilities.
+/// The five most probable classes of each image file with their probabilities, or why that
+/// file cannot be used (unreadable, not an image, over `max_image_pixels`, a non-finite
+/// output): one result per file, in order. Only a checkpoint that cannot be loaded is an
+/// error for all of them.
 pub fn predict_files<B: Backend>(
     checkpoint: &Path,
     images: &[PathBuf],
+    max_image_pixels: u64,
     backend: Arc<B>,
-) -> Result<Vec<Vec<(String, f32)>>> {
+) -> Result<Vec<Result<Vec<(String, f32)>>>> {
     let LoadedModel { mut model, info } = load_model(checkpoint, backend.clone())?;
-    let [c, h, _] = info.input;
-    let channels = if c == 1 { alexnet_augment::Channels::Grey } else { alexnet_augment::Channels::Rgb };
-    let transform = Transform {
-        decode: alexnet_augment::Decode { channels },
-        resize: Some(alexnet_augment::ResizeCentreCrop { size: info.resize.unwrap_or(h) }),
-        augment: Augment::Centre(alexnet_augment::CentreCrop { size: h }),
-        normalize: alexnet_augment::Normalize::per_channel(&info.mean, &info.std),
-    };
+    let mut transform = crate::data::eval_transform(&info, max_image_pixels)?;
+    let [c, h, w] = info.input;
+    // Files of any size: models trained on fixed-size data (IDX, CIFAR) see them resized.
+    transform.resize.get_or_insert(alexnet_augment::ResizeCentreCrop { size: h });
     let mut scratch = alexnet_augment::Scratch::new();
     let mut tape = Tape::inference(backend);
+    let mut pixels = vec![0.0f32; transform.sample_len()];
     let classes = info.class_names.len();
-    images
-        .iter()
-        .map(|path| {
-            let bytes = std::fs::read(path).map_err(Error::io(path))?;
-            let mut pixels = vec![0.0f32; transform.sample_len()];
-            let mut rng = alexnet_augment::sample_rng(0, 0, 0);
-            transform
-                .apply(alexnet_augment::RawSample::Encoded(bytes), &mut rng, &mut scratch, &mut pixels)
-                .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
-            tape.reset();
-            let x = tape.input(&pixels, &[1, c, h, h])?;
-            let logits = model.forward(&mut tape, x, 0)?;
-            let mut probs = tape.to_host(logits)?;
-            softmax_rows(&mut probs, classes);
-            let mut ranked: Vec<(String, f32)> = info.class_names.iter().cloned().zip(probs).collect();
-            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-            ranked.truncate(5);
-            Ok(ranked)
-        })
-        .collect()
+    let mut predict = |path: &PathBuf| -> Result<Vec<(String, f32)>> {
+        let bytes = std::fs::read(path).map_err(Error::io(path))?;
+        let mut rng = alexnet_augment::sample_rng(0, 0, 0);
+        transform
+            .apply(alexnet_augment::RawSample::Encoded(bytes), &mut rng, &mut scratch, &mut pixels)
+            .map_err(|reason| Error::Image { path: path.clone(), reason })?;
+        tape.reset();
+        let x = tape.input(&pixels, &[1, c, h, w])?;
+        let logits = model.forward(&mut tape, x, 0)?;
+        let mut probs = tape.to_host(logits)?;
+        softmax_rows(&mut probs, classes, || path.display().to_string())?;
+        let mut ranked: Vec<(String, f32)> = info.class_names.iter().cloned().zip(probs).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        ranked.truncate(5);
+        Ok(ranked)
+    };
+    Ok(images.iter().map(&mut predict).collect())
 }

@@ -2,39 +2,14 @@
 //! class): the `mini` preset takes folder data at 3x28x28 (shorter side resized to 32,
 //! random 28-pixel crops, flips, PCA lighting), so a tiny folder trains in seconds.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use alexnet::trainer::predict_files;
 use alexnet::{MetricsLog, Preset, RunConfig, Schedule, Silent, Trainer, load_model};
 use alexnet_autograd::CpuBackend;
+use alexnet_integration_tests::fixtures::{CLASSES, write_class_folder};
 
-const CLASSES: [&str; 3] = ["blue_sky", "green_grass", "red_brick"];
 const PER_CLASS: usize = 6;
-
-/// Writes `PER_CLASS` JPEGs of different sizes per class under `root`: each class has its
-/// own dominant colour with a gradient and a little pattern, so the classes are learnable.
-fn write_folder(root: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for (class, name) in CLASSES.iter().enumerate() {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..PER_CLASS {
-            // Landscape, portrait and square images, none of them the network's 28x28.
-            let (w, h) = [(48, 36), (36, 52), (40, 40), (64, 40), (33, 45), (56, 56)][i];
-            let img = image::RgbImage::from_fn(w, h, |x, y| {
-                let mut px = [40u8, 40, 40];
-                px[2 - class] = 150 + ((x * 100) / w) as u8;
-                px[(3 - class) % 3] = ((y * 60) / h) as u8 + if (x + y + i as u32).is_multiple_of(7) { 40 } else { 0 };
-                image::Rgb(px)
-            });
-            let path = dir.join(format!("img{i}.jpg"));
-            img.save(&path).unwrap();
-            files.push(path);
-        }
-    }
-    files
-}
 
 fn backend() -> Arc<CpuBackend> {
     Arc::new(CpuBackend::with_threads(2).unwrap())
@@ -44,7 +19,7 @@ fn backend() -> Arc<CpuBackend> {
 fn trains_on_a_class_folder_and_predicts_its_class_names() {
     let data = tempfile::tempdir().unwrap();
     let runs = tempfile::tempdir().unwrap();
-    let files = write_folder(data.path());
+    let files = write_class_folder(data.path(), PER_CLASS);
 
     let mut config = RunConfig::for_preset(Preset::Mini);
     config.name = "folder".into();
@@ -88,7 +63,11 @@ fn trains_on_a_class_folder_and_predicts_its_class_names() {
     let loaded = load_model(&run.join("checkpoints/epoch-0002.safetensors"), backend()).unwrap();
     assert_eq!(loaded.info.class_names, CLASSES);
     let picks = [files[0].clone(), files[PER_CLASS + 1].clone(), files[2 * PER_CLASS + 2].clone()];
-    let predictions = predict_files(&run, &picks, backend()).unwrap();
+    let predictions: Vec<_> = predict_files(&run, &picks, alexnet::config::DEFAULT_MAX_IMAGE_PIXELS, backend())
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(predictions.len(), picks.len());
     for ranked in &predictions {
         let mut names: Vec<&str> = ranked.iter().map(|(n, _)| n.as_str()).collect();

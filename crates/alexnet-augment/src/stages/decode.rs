@@ -41,13 +41,53 @@ impl Channels {
 /// requested channels. (`image` decodes JPEGs with the same `zune-jpeg`, so both routes give
 /// the same pixels; the direct one skips a second header parse, a copy of the file and a
 /// zeroed output allocation per image.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Every route reads the image's size from its header first and refuses images of more
+/// than [`Decode::max_pixels`] pixels before allocating anything for their pixels, so a
+/// small file claiming 65,500 x 65,500 pixels (a decompression bomb) is an error, not a
+/// 12 GB allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decode {
     /// The channel count to produce.
     pub channels: Channels,
+    /// The largest image accepted, in pixels (width x height); default
+    /// [`Decode::DEFAULT_MAX_PIXELS`].
+    pub max_pixels: u64,
+}
+
+impl Default for Decode {
+    fn default() -> Self {
+        Decode::new(Channels::default())
+    }
 }
 
 impl Decode {
+    /// The default pixel limit: 64 megapixels (e.g. 8000 x 8000), far above any photo a
+    /// 256-pixel training crop needs, far below what exhausts a machine's memory.
+    pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
+
+    /// Decoding to `channels` with the default pixel limit.
+    pub fn new(channels: Channels) -> Self {
+        Decode { channels, max_pixels: Self::DEFAULT_MAX_PIXELS }
+    }
+
+    /// Refuses a `width` x `height` image over the pixel limit (or of zero size).
+    fn check_size(&self, width: usize, height: usize) -> Result<(), String> {
+        if width == 0 || height == 0 {
+            return Err(format!("image has zero size {width}x{height}"));
+        }
+        let pixels = (width as u64).saturating_mul(height as u64);
+        if pixels > self.max_pixels {
+            return Err(format!(
+                "image is {width}x{height} ({} megapixels), over the limit of {} megapixels \
+                 (max_image_pixels, --max-image-pixels)",
+                megapixels(pixels),
+                megapixels(self.max_pixels)
+            ));
+        }
+        Ok(())
+    }
+
     /// Decodes `bytes`; the error string says why a file cannot be used.
     pub fn apply(&self, bytes: &[u8]) -> Result<Image, String> {
         let mut image = Image::empty(self.channels.count());
@@ -67,11 +107,8 @@ impl Decode {
         if bytes.starts_with(&JPEG_START) && self.decode_jpeg(bytes, out)? {
             return Ok(());
         }
-        let decoded = image::load_from_memory(bytes).map_err(|e| format!("decode failed: {e}"))?;
+        let decoded = self.decode_with_image_crate(bytes)?;
         let (width, height) = (decoded.width() as usize, decoded.height() as usize);
-        if width == 0 || height == 0 {
-            return Err(format!("image has zero size {width}x{height}"));
-        }
         let (channels, data) = match self.channels {
             Channels::Rgb => (3, decoded.into_rgb8().into_raw()),
             Channels::Grey => (1, decoded.into_luma8().into_raw()),
@@ -80,10 +117,38 @@ impl Decode {
         Ok(())
     }
 
+    /// The `image` crate's route: the format is sniffed from the bytes, the size read from
+    /// the header and checked before the pixels are decoded.
+    fn decode_with_image_crate(&self, bytes: &[u8]) -> Result<image::DynamicImage, String> {
+        use image::ImageDecoder;
+        if let Some((width, height)) = png_size(bytes) {
+            self.check_size(width as usize, height as usize)?;
+        }
+        let failed = |e: image::ImageError| match e {
+            image::ImageError::Limits(_) => {
+                format!("decode refused: {e} (allowed: what an image of max_image_pixels needs)")
+            }
+            e => format!("decode failed: {e}"),
+        };
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| format!("decode failed: {e}"))?;
+        // Room for the largest image allowed at 16 bits per channel with alpha, plus the
+        // decoder's own tables; metadata chunks beyond that are refused too.
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(self.max_pixels.saturating_mul(8).saturating_add(1 << 20));
+        reader.limits(limits);
+        let decoder = reader.into_decoder().map_err(failed)?;
+        let (width, height) = decoder.dimensions();
+        self.check_size(width as usize, height as usize)?;
+        image::DynamicImage::from_decoder(decoder).map_err(failed)
+    }
+
     /// The direct `zune-jpeg` route: `Ok(false)` leaves the file to the `image` crate (a
     /// colour space handled there, or headers it should report on).
     fn decode_jpeg(&self, bytes: &[u8], out: &mut Image) -> Result<bool, String> {
-        // The options `image` uses: lenient about non-conformance, no size limit.
+        // The options `image` uses: lenient about non-conformance; the pixel limit is ours,
+        // checked once the header is read.
         let options =
             DecoderOptions::default().set_strict_mode(false).set_max_width(usize::MAX).set_max_height(usize::MAX);
         let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
@@ -98,9 +163,7 @@ impl Decode {
             (ColorSpace::Luma, _) => 1,
             _ => return Ok(false),
         };
-        if width == 0 || height == 0 {
-            return Err(format!("image has zero size {width}x{height}"));
-        }
+        self.check_size(width, height)?;
         let out_space = if decoded_channels == 3 { ColorSpace::RGB } else { ColorSpace::Luma };
         decoder.set_options(options.jpeg_set_out_colorspace(out_space));
         let len = width * height * decoded_channels;
@@ -114,6 +177,24 @@ impl Decode {
         }
         Ok(true)
     }
+}
+
+/// The size a PNG's header (its first chunk, IHDR) claims, read before the `image` crate
+/// sees the file so that its error names the size: signature (8 bytes), chunk length (4),
+/// `IHDR`, width and height (4 bytes each, big-endian).
+fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    const SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1A, b'\n'];
+    if !bytes.starts_with(&SIGNATURE) || bytes.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let word = |at: usize| Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    Some((word(16)?, word(20)?))
+}
+
+/// `pixels` in megapixels, for messages: `4290.3`, `64`.
+fn megapixels(pixels: u64) -> String {
+    let mp = pixels as f64 / 1e6;
+    if mp.fract() == 0.0 { format!("{mp}") } else { format!("{mp:.1}") }
 }
 
 /// The first bytes of every JPEG file: start-of-image and the next marker's `FF`.

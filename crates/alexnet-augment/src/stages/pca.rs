@@ -216,8 +216,9 @@ impl ColourStats {
         hasher.update(source.fingerprint_bytes());
         hasher.update(
             format!(
-                "channels={} resize={:?} max_images={} per_pixel_mean={} v1",
+                "channels={} max_pixels={} resize={:?} max_images={} per_pixel_mean={} v1",
                 decode.channels.count(),
+                decode.max_pixels,
                 resize.map(|r| r.size),
                 options.max_images,
                 options.per_pixel_mean

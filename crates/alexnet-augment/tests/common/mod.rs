@@ -1,43 +1,16 @@
 //! Generated fixtures shared by the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use image::{ImageEncoder, codecs::jpeg::JpegEncoder, codecs::png::PngEncoder};
+use image::{ImageEncoder, codecs::jpeg::JpegEncoder};
 use std::path::Path;
 
-/// A deterministic, textured RGB image.
-pub fn rgb_pixels(width: u32, height: u32, salt: u32) -> Vec<u8> {
-    let mut data = Vec::with_capacity((width * height * 3) as usize);
-    for y in 0..height {
-        for x in 0..width {
-            data.push(((x * 7 + y * 3 + salt * 11) % 256) as u8);
-            data.push(((x * 2 + y * 9 + salt * 5) % 256) as u8);
-            data.push(((x * y + salt * 17) % 256) as u8);
-        }
-    }
-    data
-}
-
-pub fn jpeg_bytes(width: u32, height: u32, salt: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    JpegEncoder::new_with_quality(&mut out, 90)
-        .write_image(&rgb_pixels(width, height, salt), width, height, image::ExtendedColorType::Rgb8)
-        .unwrap();
-    out
-}
+pub use alexnet_integration_tests::fixtures::{jpeg_bytes, png_bytes, rgb_pixels};
 
 pub fn grey_jpeg_bytes(width: u32, height: u32) -> Vec<u8> {
     let grey: Vec<u8> = (0..width * height).map(|i| (i * 5 % 256) as u8).collect();
     let mut out = Vec::new();
     JpegEncoder::new_with_quality(&mut out, 95)
         .write_image(&grey, width, height, image::ExtendedColorType::L8)
-        .unwrap();
-    out
-}
-
-pub fn png_bytes(width: u32, height: u32, salt: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    PngEncoder::new(&mut out)
-        .write_image(&rgb_pixels(width, height, salt), width, height, image::ExtendedColorType::Rgb8)
         .unwrap();
     out
 }
