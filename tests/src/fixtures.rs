@@ -59,7 +59,7 @@ pub fn png_bytes(width: u32, height: u32, salt: u32) -> Vec<u8> {
 pub fn jpeg_claiming(jpeg: &[u8], width: u16, height: u16) -> Vec<u8> {
     let mut out = jpeg.to_vec();
     let sof = (2..out.len() - 9)
-        .find(|&i| out[i] == 0xFF && matches!(out[i + 1], 0xC0 | 0xC1 | 0xC2))
+        .find(|&i| out[i] == 0xFF && (0xC0..=0xC2).contains(&out[i + 1]))
         .expect("a start-of-frame marker");
     // FF Cx, length (2), precision (1), height (2), width (2).
     out[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());

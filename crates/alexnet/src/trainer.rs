@@ -716,6 +716,9 @@ pub fn evaluate_checkpoint<B: Backend>(
     Ok(EvalReport { weights, split, ten_crop, metrics })
 }
 
+/// The most probable classes of an image (at most five), with their probabilities, best first.
+pub type TopClasses = Vec<(String, f32)>;
+
 /// The five most probable classes of each image file with their probabilities, or why that
 /// file cannot be used (unreadable, not an image, over `max_image_pixels`, a non-finite
 /// output): one result per file, in order. Only a checkpoint that cannot be loaded is an
@@ -725,7 +728,7 @@ pub fn predict_files<B: Backend>(
     images: &[PathBuf],
     max_image_pixels: u64,
     backend: Arc<B>,
-) -> Result<Vec<Result<Vec<(String, f32)>>>> {
+) -> Result<Vec<Result<TopClasses>>> {
     let LoadedModel { mut model, info } = load_model(checkpoint, backend.clone())?;
     let mut transform = crate::data::eval_transform(&info, max_image_pixels)?;
     let [c, h, w] = info.input;
@@ -735,7 +738,7 @@ pub fn predict_files<B: Backend>(
     let mut tape = Tape::inference(backend);
     let mut pixels = vec![0.0f32; transform.sample_len()];
     let classes = info.class_names.len();
-    let mut predict = |path: &PathBuf| -> Result<Vec<(String, f32)>> {
+    let mut predict = |path: &PathBuf| -> Result<TopClasses> {
         let bytes = std::fs::read(path).map_err(Error::io(path))?;
         let mut rng = alexnet_augment::sample_rng(0, 0, 0);
         transform
