@@ -122,7 +122,7 @@ struct TrainArgs {
         num_args = 0..=1,
         default_missing_value = "latest",
         value_name = "RUN_DIR",
-        conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "seed", "config", "name", "max_steps", "checkpoint_minutes"]
+        conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "seed", "config", "name", "max_steps", "checkpoint_minutes", "max_train_images", "max_eval_images", "workers", "max_image_pixels"]
     )]
     resume: Option<PathBuf>,
     /// Train on several devices: OpenCL indices such as `0,1` (see `cargo xtask devices`);
@@ -166,7 +166,8 @@ struct EvalArgs {
     /// A checkpoint's .safetensors (or .state.json), best.safetensors, or a run folder.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Data to evaluate on (default: the data of the checkpoint's run).
+    /// Evaluate every image of this folder (for an IDX or CIFAR-10 folder: its test files)
+    /// instead of the checkpoint's run's test split.
     #[arg(long)]
     data: Option<PathBuf>,
     /// The paper's ten-crop evaluation: average the softmax of four corners, centre and
@@ -174,8 +175,11 @@ struct EvalArgs {
     #[arg(long)]
     ten_crop: bool,
     /// Evaluate the validation split instead of the test split.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "data")]
     val: bool,
+    /// Skip (and report) images larger than this many pixels (default: the run's setting).
+    #[arg(long, value_name = "PIXELS")]
+    max_image_pixels: Option<u64>,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -287,6 +291,7 @@ fn make_backends(args: &BackendArgs, kind: BackendKind, devices: &[usize]) -> An
 }
 
 fn make_backend(args: &BackendArgs, default: BackendKind) -> AnyResult<AnyBackend> {
+    alexnet::config::check_thread_count("threads", args.threads.unwrap_or(0))?;
     match args.backend.unwrap_or(default) {
         BackendKind::Cpu => {
             let cpu = match args.threads {
@@ -317,6 +322,10 @@ fn resolve_config(args: &TrainArgs) -> AnyResult<RunConfig> {
         None => RunConfig::for_preset(args.preset.unwrap_or(Preset::Mini)),
     };
     let d = &mut config.data;
+    // Relative paths of a config file mean the folder the run was started from.
+    for path in [&mut d.train, &mut d.val, &mut d.test].into_iter().flatten() {
+        *path = absolute(path);
+    }
     if let Some(p) = &args.data {
         d.train = Some(absolute(p));
     }
@@ -368,13 +377,17 @@ fn resolve_config(args: &TrainArgs) -> AnyResult<RunConfig> {
     Ok(config)
 }
 
-/// The newest run folder (by modification time) under `runs_dir` that has a checkpoint.
+/// The newest run folder (by modification time) under `runs_dir` that has a complete
+/// checkpoint (runs stopped before their first one are passed over).
 fn newest_run(runs_dir: &Path) -> AnyResult<PathBuf> {
     let entries = std::fs::read_dir(runs_dir).map_err(|e| format!("{}: {e}; nothing to resume", runs_dir.display()))?;
     let newest = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.join("checkpoints").is_dir() && p.join(alexnet::trainer::CONFIG_FILE).exists())
+        .filter(|p| {
+            alexnet::checkpoint::has_checkpoint(&p.join("checkpoints"))
+                && p.join(alexnet::trainer::CONFIG_FILE).exists()
+        })
         .max_by_key(|p| p.join("checkpoints").metadata().and_then(|m| m.modified()).ok());
     newest.ok_or_else(|| format!("no run with checkpoints under {}; pass --resume RUN_DIR", runs_dir.display()).into())
 }
@@ -387,8 +400,7 @@ fn train(args: TrainArgs) -> AnyResult {
             } else {
                 dir.clone()
             };
-            let config = RunConfig::load(&dir.join(alexnet::trainer::CONFIG_FILE), None)?;
-            (config, Some(dir))
+            (RunConfig::load_run(&dir)?, Some(dir))
         }
         None => (resolve_config(&args)?, None),
     };
@@ -479,7 +491,13 @@ fn train_on<B: Backend + 'static>(
 
 fn eval(args: EvalArgs, any: AnyBackend) -> AnyResult {
     dispatch!(any, b => {
-        let report = alexnet::trainer::evaluate_checkpoint(&args.checkpoint, args.data.as_deref(), !args.val, args.ten_crop, b, &mut progress::Bars::new(false))?;
+        let request = alexnet::trainer::EvalRequest {
+            data: args.data.clone(),
+            validation: args.val,
+            ten_crop: args.ten_crop,
+            max_image_pixels: args.max_image_pixels,
+        };
+        let report = alexnet::trainer::evaluate_checkpoint(&args.checkpoint, &request, b, &mut progress::Bars::new(false))?;
         println!("{report}");
         Ok(())
     })

@@ -68,8 +68,7 @@ fn imagenette() {
     let source = ImageFolder::open(&train).expect("open Imagenette");
     let decode = Decode::new(Channels::Rgb);
     let resize = ResizeCentreCrop { size: 256 };
-    let opts =
-        StatsOptions { fallback_cache_dir: Some(std::env::temp_dir().join("alexnet-augment")), ..Default::default() };
+    let opts = StatsOptions { cache_dir: Some(std::env::temp_dir().join("alexnet-augment")), ..Default::default() };
     let start = Instant::now();
     let (stats, report) = ColourStats::load_or_compute(&source, decode, Some(resize), &opts).expect("statistics");
     println!(

@@ -18,8 +18,8 @@ fn main() -> Result<(), Error> {
                 report.path.display(),
                 if report.loaded { "cached" } else { "computed" }
             );
-            if let Some(reason) = report.fallback_reason {
-                println!("  data folder not writable, used the cache folder: {reason}");
+            if let Some(problem) = report.problem {
+                println!("  cache: {problem}");
             }
             let mut transform = Transform::imagenet_train(Some(PcaNoise::from_stats(&stats)));
             transform.normalize = Normalize::from_stats(&stats);

@@ -5,7 +5,7 @@
 //!   [`fashion_mnist`] verifying the embedded copy's checksums) and [`Cifar10Bin`].
 //! - **Stages** are small types: [`Decode`], [`ResizeCentreCrop`], [`RandomCrop`],
 //!   [`CentreCrop`], [`TenCrop`], [`Flip`], [`PcaNoise`] (statistics from
-//!   [`ColourStats::load_or_compute`], cached beside the data) and [`Normalize`]. A
+//!   [`ColourStats::load_or_compute`], cached in a cache folder) and [`Normalize`]. A
 //!   [`Transform`] combines them: it resizes only the crop window
 //!   ([`ResizeCentreCrop::apply_region`], bit-identical to resizing the whole image and
 //!   cropping) and writes CHW `f32` views in one fused pass, checked against its plain

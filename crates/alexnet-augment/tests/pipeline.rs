@@ -204,16 +204,13 @@ fn colour_statistics_match_a_direct_computation_and_are_cached() {
     common::write_folder(dir.path(), &["a", "b"], 3);
     let source = ImageFolder::open(dir.path()).unwrap();
     let decode = Decode::new(Channels::Rgb);
-    let opts = StatsOptions {
-        fallback_cache_dir: Some(dir.path().join("fallback")),
-        per_pixel_mean: true,
-        ..Default::default()
-    };
+    let cache = tempfile::tempdir().unwrap();
+    let opts = StatsOptions { cache_dir: Some(cache.path().to_path_buf()), per_pixel_mean: true, ..Default::default() };
     let resize_24 = ResizeCentreCrop { size: 24 };
     let resize = Some(resize_24);
     let (stats, report) = ColourStats::load_or_compute(&source, decode, resize, &opts).unwrap();
-    assert!(!report.loaded && report.fallback_reason.is_none());
-    assert!(report.path.starts_with(dir.path()) && !report.path.starts_with(dir.path().join("fallback")));
+    assert!(!report.loaded && report.problem.is_none());
+    assert!(report.path.starts_with(cache.path()) && report.path.exists());
     // Direct: decode and resize every image, accumulate in f64.
     let mut pixels = Vec::new();
     let mut scratch = ResizeBuffers::default();
@@ -249,45 +246,37 @@ fn colour_statistics_match_a_direct_computation_and_are_cached() {
     assert!(noise.eigenvalues[0] >= noise.eigenvalues[2]);
 }
 
-/// A source whose data folder cannot hold a cache (it is a file), to exercise the fallback.
-struct Unwritable(Idx, std::path::PathBuf);
-
-impl Source for Unwritable {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn label(&self, index: usize) -> u32 {
-        self.0.label(index)
-    }
-    fn class_names(&self) -> &[String] {
-        self.0.class_names()
-    }
-    fn read(&self, index: usize) -> Result<RawSample, String> {
-        self.0.read(index)
-    }
-    fn describe(&self, index: usize) -> String {
-        self.0.describe(index)
-    }
-    fn fingerprint_bytes(&self) -> Vec<u8> {
-        self.0.fingerprint_bytes()
-    }
-    fn data_dir(&self) -> Option<std::path::PathBuf> {
-        Some(self.1.clone())
-    }
-}
-
+/// Issue 12, item 11: the cache never goes into the data folder (which may be read-only or
+/// shared); a truncated cache file is recomputed and replaced, and a cache that cannot be
+/// written only costs the time to compute.
 #[test]
-fn statistics_cache_falls_back_when_the_data_folder_is_unwritable() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ip, lp) = common::write_idx(dir.path(), 20, 5, 5);
-    let source = Unwritable(Idx::open(&ip, &lp).unwrap(), ip.clone());
-    let opts = StatsOptions { fallback_cache_dir: Some(dir.path().join("cache")), max_images: 7, ..Default::default() };
+fn statistics_cache_stays_out_of_the_data_and_survives_damage() {
+    let data = tempfile::tempdir().unwrap();
+    let (ip, lp) = common::write_idx(data.path(), 20, 5, 5);
+    let source = Idx::open(&ip, &lp).unwrap();
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        names
+    };
+    let before = listing(data.path());
+    let cache = tempfile::tempdir().unwrap();
+    let opts = StatsOptions { cache_dir: Some(cache.path().to_path_buf()), max_images: 7, ..Default::default() };
     let decode = Decode::new(Channels::Grey);
     let (stats, report) = ColourStats::load_or_compute(&source, decode, None, &opts).unwrap();
-    assert!(report.fallback_reason.is_some(), "{report:?}");
-    assert!(report.path.starts_with(dir.path().join("cache")));
+    assert_eq!(listing(data.path()), before, "the data folder gained files");
     // max_images 7 of 20: every 3rd sample, 0, 3, ..., 18.
     assert_eq!(stats.images, 7);
-    let (_, again) = ColourStats::load_or_compute(&source, decode, None, &opts).unwrap();
-    assert!(again.loaded && again.path == report.path);
+    let text = std::fs::read_to_string(&report.path).unwrap();
+    std::fs::write(&report.path, &text[..text.len() / 2]).unwrap();
+    let (again, repaired) = ColourStats::load_or_compute(&source, decode, None, &opts).unwrap();
+    assert!(!repaired.loaded && repaired.problem.as_deref().is_some_and(|p| p.contains("unreadable")), "{repaired:?}");
+    assert_eq!(again, stats);
+    let (_, loaded) = ColourStats::load_or_compute(&source, decode, None, &opts).unwrap();
+    assert!(loaded.loaded && loaded.problem.is_none(), "{loaded:?}");
+    // A cache folder that cannot exist (a file is in its way).
+    let blocked = StatsOptions { cache_dir: Some(ip.clone()), ..opts };
+    let (third, report) = ColourStats::load_or_compute(&source, decode, None, &blocked).unwrap();
+    assert_eq!(third, stats);
+    assert!(report.problem.is_some_and(|p| p.contains("could not be written")));
 }

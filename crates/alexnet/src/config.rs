@@ -255,6 +255,20 @@ impl RunConfig {
         Self::from_toml(&text, preset).map_err(|e| Error::config(format!("{}: {e}", path.display())))
     }
 
+    /// The configuration of the run in `run_dir`, relocated to where the folder is now: its
+    /// `runs_dir` and `name` follow the folder (absolute), so a run that was moved, or
+    /// started from another working folder, keeps all its files together when resumed.
+    pub fn load_run(run_dir: &Path) -> Result<Self> {
+        let dir = std::fs::canonicalize(run_dir).map_err(Error::io(run_dir))?;
+        let mut config = Self::load(&dir.join(crate::trainer::CONFIG_FILE), None)?;
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            return Err(Error::config(format!("{} is not a run folder", dir.display())));
+        };
+        config.output.runs_dir = parent.to_path_buf();
+        config.name = name.to_string_lossy().into_owned();
+        Ok(config)
+    }
+
     /// The resolved configuration as TOML.
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string_pretty(self).map_err(|e| Error::config(e.to_string()))
@@ -295,19 +309,44 @@ impl RunConfig {
         if self.data.max_image_pixels == 0 {
             return bad("max image pixels must be at least 1".into());
         }
+        for (what, count) in [("data workers", self.data.workers), ("threads", self.threads)] {
+            check_thread_count(what, count)?;
+        }
         if self.data.workers == 0 {
             return bad("data workers must be at least 1".into());
+        }
+        for (what, max) in
+            [("max train images", self.data.max_train_images), ("max eval images", self.data.max_eval_images)]
+        {
+            if max == Some(0) {
+                return bad(format!("{what} must be at least 1 (leave it out to use every image)"));
+            }
         }
         let mut sorted = self.devices.clone();
         sorted.sort_unstable();
         if let Some(pair) = sorted.windows(2).find(|p| p[0] == p[1]) {
             return bad(format!("device {} is listed twice in devices {:?}", pair[0], self.devices));
         }
-        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." || self.name == "." {
             return bad(format!("run name `{}` must be a plain folder name", self.name));
         }
         Ok(())
     }
+}
+
+/// The most threads (compute or data workers) a run may ask for: far beyond any machine's
+/// cores, far below what makes spawning them hang.
+pub const MAX_THREADS: usize = 1024;
+
+/// Refuses a thread count above [`MAX_THREADS`] (`what` names the setting).
+pub fn check_thread_count(what: &str, count: usize) -> Result<()> {
+    if count > MAX_THREADS {
+        return Err(Error::config(format!(
+            "{count} {what} is beyond the limit of {MAX_THREADS}; this machine has {} cores",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        )));
+    }
+    Ok(())
 }
 
 /// Recursively overwrites `base` with `over`.
@@ -367,5 +406,17 @@ mod tests {
         assert!(err.contains("learning rate"), "{err}");
         let err = RunConfig::from_toml("name = \"../x\"", None).unwrap_err().to_string();
         assert!(err.contains("plain folder name"), "{err}");
+        // Issue 12, item 11: values that used to be taken silently or hang.
+        for (text, needle) in [
+            ("name = \".\"", "plain folder name"),
+            ("[data]\nmax_train_images = 0\n", "max train images must be at least 1"),
+            ("[data]\nmax_eval_images = 0\n", "max eval images must be at least 1"),
+            ("threads = 100000", "100000 threads is beyond the limit"),
+            ("[data]\nworkers = 5000\n", "5000 data workers is beyond the limit"),
+            ("[data]\nmax_image_pixels = 0\n", "max image pixels"),
+        ] {
+            let err = RunConfig::from_toml(text, None).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
     }
 }

@@ -110,6 +110,20 @@ fn limit(source: Arc<dyn Source>, max: Option<usize>, seed: u64) -> Arc<dyn Sour
     }
 }
 
+/// A run's samples, split for training, validation and test, before any transform.
+pub struct Splits {
+    /// Training samples.
+    pub train: Arc<dyn Source>,
+    /// Validation samples (a held-out part of the training set, or a folder).
+    pub val: Option<Arc<dyn Source>>,
+    /// Test samples (the data set's own test split, or a folder).
+    pub test: Option<Arc<dyn Source>>,
+    /// The layout.
+    pub format: DataFormat,
+    /// Class names, indexed by label.
+    pub class_names: Vec<String>,
+}
+
 /// The splits of a run, opened but not yet loading.
 pub struct Datasets {
     /// Training samples.
@@ -126,6 +140,8 @@ pub struct Datasets {
     pub train_transform: Transform,
     /// The evaluation transform (centre crop).
     pub eval_transform: Transform,
+    /// Things the person running this should know (a statistics cache that was damaged).
+    pub notes: Vec<String>,
 }
 
 /// Known channel statistics of the small data sets, in `[0, 1]` units.
@@ -148,10 +164,19 @@ fn open_split(format: DataFormat, dir: &Path, test: bool) -> Result<Arc<dyn Sour
     })
 }
 
-impl Datasets {
-    /// Opens the data `config` names; `input` is the network's `[c, h, w]` (the crop size
-    /// and channel count of the transforms).
-    pub fn open(config: &RunConfig, input: [usize; 3]) -> Result<Self> {
+/// Opens the data set in `dir` whole (every image of a folder; the test files of an IDX or
+/// CIFAR-10 folder): what `eval --data` evaluates.
+pub fn open_whole(dir: &Path) -> Result<(DataFormat, Arc<dyn Source>)> {
+    let format = DataFormat::detect(dir)?;
+    let test = matches!(format, DataFormat::Idx | DataFormat::Cifar10);
+    Ok((format, open_split(format, dir, test)?))
+}
+
+impl Splits {
+    /// Opens the data `config` names and splits it: a validation folder or a seeded
+    /// hold-out of `val_fraction`, a test folder or the data set's own test split, each
+    /// limited to `max_train_images` / `max_eval_images`.
+    pub fn open(config: &RunConfig) -> Result<Self> {
         let d = &config.data;
         let train_dir = d.train.as_ref().ok_or_else(|| Error::config("no training data: pass --data DIR"))?;
         let format = DataFormat::detect(train_dir)?;
@@ -162,6 +187,13 @@ impl Datasets {
             (Some(dir), _) => (full_train, Some(open_split(DataFormat::detect(dir)?, dir, false)?)),
             (None, f) if f > 0.0 => {
                 let n = full_train.len();
+                if n < 2 {
+                    return Err(Error::config(format!(
+                        "{} holds {n} image; holding out a validation fraction ({f}) needs at least 2 \
+                         (pass --val-fraction 0 or --val DIR)",
+                        train_dir.display()
+                    )));
+                }
                 let held = ((n as f64 * f).round() as usize).clamp(1, n - 1);
                 let order = permutation(n, mix64(config.seed, 0x0056_414C));
                 let (mut v, mut t) = (order[..held].to_vec(), order[held..].to_vec());
@@ -190,7 +222,18 @@ impl Datasets {
         let train = limit(train, d.max_train_images, mix64(config.seed, 1));
         let val = val.map(|v| limit(v, d.max_eval_images, mix64(config.seed, 2)));
         let test = test.map(|t| limit(t, d.max_eval_images, mix64(config.seed, 3)));
+        Ok(Self { train, val, test, format, class_names })
+    }
+}
 
+impl Datasets {
+    /// Opens the data `config` names ([`Splits::open`]); `input` is the network's
+    /// `[c, h, w]` (the crop size and channel count of the transforms). Class folders get
+    /// their colour statistics from the cache folder, computed on first use.
+    pub fn open(config: &RunConfig, input: [usize; 3]) -> Result<Self> {
+        let d = &config.data;
+        let Splits { train, val, test, format, class_names } = Splits::open(config)?;
+        let mut notes = Vec::new();
         let [c, h, w] = input;
         if h != w {
             return Err(Error::config(format!("input {h}x{w} is not square; crops are square")));
@@ -221,8 +264,9 @@ impl Datasets {
                 // random crops of the input size, flips, PCA lighting.
                 let resize = ResizeCentreCrop { size: (h * 256).div_ceil(227) };
                 let options = StatsOptions { workers: d.workers, ..StatsOptions::default() };
-                let (stats, _) = ColourStats::load_or_compute(&*train, decode, Some(resize), &options)
+                let (stats, report) = ColourStats::load_or_compute(&*train, decode, Some(resize), &options)
                     .map_err(|e| Error::config(format!("colour statistics: {e}")))?;
+                notes.extend(report.problem.map(|p| format!("colour statistics cache: {p}")));
                 let pca = (d.pca_lighting && c == 3).then(|| PcaNoise::from_stats(&stats));
                 let normalize = Normalize::from_stats(&stats);
                 let mut train = Transform::imagenet_train(pca);
@@ -242,7 +286,55 @@ impl Datasets {
             }
         };
         (train_transform.decode, eval_transform.decode) = (decode, decode);
-        Ok(Self { train, val, test, format, class_names, train_transform, eval_transform })
+        Ok(Self { train, val, test, format, class_names, train_transform, eval_transform, notes })
+    }
+
+    /// Checks that a checkpoint's model (`saved`, from `checkpoint`) fits this data's model
+    /// (`now`) for resuming, in words: a different input or different classes are errors
+    /// saying what changed. Colour statistics that moved (images were added or removed
+    /// since the run started) are not: the run continues with the statistics it recorded,
+    /// which become the transforms' normalisation, and the returned note says so.
+    pub fn keep_checkpoint_model(
+        &mut self,
+        saved: &ModelInfo,
+        now: &ModelInfo,
+        checkpoint: &Path,
+    ) -> Result<Option<String>> {
+        let refuse = |what: String| {
+            Err(Error::Checkpoint {
+                path: checkpoint.to_path_buf(),
+                reason: format!("{what}; restore the run's data or start a new run"),
+            })
+        };
+        if (saved.preset, saved.input, saved.resize) != (now.preset, now.input, now.resize) {
+            let shape = |i: &ModelInfo| format!("{} with {:?} input, resize {:?}", i.preset, i.input, i.resize);
+            return refuse(format!("it is a {} model, but the run's data now gives {}", shape(saved), shape(now)));
+        }
+        if saved.class_names != now.class_names {
+            let missing: Vec<&String> = saved.class_names.iter().filter(|c| !now.class_names.contains(c)).collect();
+            let added: Vec<&String> = now.class_names.iter().filter(|c| !saved.class_names.contains(c)).collect();
+            return refuse(format!(
+                "it was trained on {} classes, the data now has {} (missing: {missing:?}, new: {added:?}{})",
+                saved.class_names.len(),
+                now.class_names.len(),
+                if missing.is_empty() && added.is_empty() { ", in another order" } else { "" }
+            ));
+        }
+        if (&saved.mean, &saved.std) == (&now.mean, &now.std) {
+            return Ok(None);
+        }
+        for transform in [&mut self.train_transform, &mut self.eval_transform] {
+            transform.normalize = Normalize::per_channel(&saved.mean, &saved.std);
+        }
+        Ok(Some(format!(
+            "the training images changed since the run started (colour means {:.4?}, standard deviations {:.4?} \
+             now; {:.4?} and {:.4?} recorded in {}); continuing with the recorded statistics",
+            now.mean,
+            now.std,
+            saved.mean,
+            saved.std,
+            checkpoint.display()
+        )))
     }
 
     /// The image size a layout comes in, for choosing a preset's input: 28x28 grey for

@@ -71,15 +71,27 @@ pub enum Error {
         what: String,
     },
     /// The loss became NaN or infinite.
-    #[error("loss is {loss} at step {step} (epoch {epoch}); stopped. The last good checkpoint is kept{}", .last_good.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default())]
+    #[error("loss is {loss} at step {step} (epoch {}); stopped. {}", .epoch + 1, last_good_note(.last_good))]
     NonFiniteLoss {
         /// Global step (batches since the start of training).
         step: u64,
-        /// Epoch (0-based).
+        /// Epoch (0-based; the message numbers it from 1, as `metrics.jsonl` does).
         epoch: usize,
         /// The loss value.
         loss: f32,
-        /// The last checkpoint written before the failure, if any.
+        /// The newest checkpoint whose weights gave a finite loss, if any.
+        last_good: Option<PathBuf>,
+    },
+    /// A checkpoint was about to hold a NaN or infinity: training diverged.
+    #[error("{parameter} is not finite after step {step} (epoch {epoch}); stopped without saving it. {}", last_good_note(.last_good))]
+    NonFiniteWeights {
+        /// The first parameter (or momentum buffer) with a non-finite value.
+        parameter: String,
+        /// Global step.
+        step: u64,
+        /// Epoch, numbered from 1 as in `metrics.jsonl`: the one the step belongs to.
+        epoch: usize,
+        /// The newest good checkpoint, if any.
         last_good: Option<PathBuf>,
     },
     /// A data-parallel group failed: a member left, or members disagreed about what they
@@ -113,6 +125,14 @@ impl Error {
     /// An [`Error::Config`].
     pub fn config(message: impl Into<String>) -> Error {
         Error::Config { message: message.into() }
+    }
+}
+
+/// The end of a divergence message: where the last good checkpoint is.
+fn last_good_note(last_good: &Option<PathBuf>) -> String {
+    match last_good {
+        Some(p) => format!("The last good checkpoint is kept at {}", p.display()),
+        None => "No good checkpoint was written before it".into(),
     }
 }
 

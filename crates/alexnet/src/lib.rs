@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+mod failpoint;
 pub mod init;
 pub mod metrics;
 pub mod model;

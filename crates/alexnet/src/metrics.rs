@@ -113,21 +113,32 @@ impl MetricsLog {
         &self.path
     }
 
-    /// Appends one record and flushes it.
+    /// Appends one record (one write of the whole line, so a crash leaves at most a torn
+    /// last line, which [`MetricsLog::truncate_after`] drops).
     pub fn append(&self, record: &EpochRecord) -> Result<()> {
         let mut file =
             std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(Error::io(&self.path))?;
-        let line = serde_json::to_string(record).map_err(|e| Error::config(e.to_string()))?;
-        writeln!(file, "{line}").map_err(Error::io(&self.path))
+        let mut line = serde_json::to_string(record).map_err(|e| Error::config(e.to_string()))?;
+        line.push('\n');
+        file.write_all(line.as_bytes()).map_err(Error::io(&self.path))?;
+        crate::failpoint::pause_point("metrics-appended", &record.epoch.to_string());
+        Ok(())
     }
 
     /// Reads all records (for plots and resumed runs).
     pub fn read(&self) -> Result<Vec<EpochRecord>> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&self.path)(e)),
-        };
+        self.parse(&self.text()?)
+    }
+
+    fn text(&self) -> Result<String> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(Error::io(&self.path)(e)),
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<Vec<EpochRecord>> {
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .enumerate()
@@ -139,8 +150,11 @@ impl MetricsLog {
     }
 
     /// Keeps only the records of epochs `<= epoch` (a resumed run rewrites what follows).
+    /// A last line without its newline, torn by a crash while it was appended, is dropped.
     pub fn truncate_after(&self, epoch: usize) -> Result<()> {
-        let kept: Vec<EpochRecord> = self.read()?.into_iter().filter(|r| r.epoch <= epoch).collect();
+        let text = self.text()?;
+        let whole = if text.ends_with('\n') { &text[..] } else { &text[..text.rfind('\n').map_or(0, |i| i + 1)] };
+        let kept: Vec<EpochRecord> = self.parse(whole)?.into_iter().filter(|r| r.epoch <= epoch).collect();
         let mut text = String::new();
         for r in &kept {
             text += &serde_json::to_string(r).map_err(|e| Error::config(e.to_string()))?;
@@ -195,6 +209,13 @@ mod tests {
             log.append(&rec).unwrap();
         }
         assert_eq!(log.read().unwrap().len(), 3);
+        log.truncate_after(2).unwrap();
+        assert_eq!(log.read().unwrap().len(), 2);
+        // A crash while appending tears the last line: truncating drops it.
+        let mut text = std::fs::read_to_string(log.path()).unwrap();
+        text.push_str("{\"epoch\": 3, \"st");
+        std::fs::write(log.path(), text).unwrap();
+        assert!(log.read().is_err());
         log.truncate_after(1).unwrap();
         let left = log.read().unwrap();
         assert_eq!(left.len(), 1);

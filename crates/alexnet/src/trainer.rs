@@ -170,6 +170,9 @@ pub fn evaluate(
     }
     obs.eval_end();
     report_skips(loader, obs);
+    if topk.count == 0 {
+        return Err(Error::config(format!("none of the {what} images could be used (each was skipped, see above)")));
+    }
     Ok(SplitMetrics {
         loss: loss_sum / topk.count.max(1) as f64,
         top1_error: topk.top1_error(),
@@ -193,7 +196,9 @@ pub struct Trainer {
     train_loader: Loader,
     ckpts: CheckpointDir,
     log: MetricsLog,
-    last_checkpoint: Option<PathBuf>,
+    /// Notes from opening the run (repairs, cleaned leftovers, changed data), given to the
+    /// observer when training starts.
+    notes: Vec<String>,
     /// Where a resumed run continues inside its current epoch, with that epoch's metrics so far.
     resume_at: Option<(DataPosition, PartialEpoch)>,
     last_save: Instant,
@@ -246,39 +251,34 @@ impl Trainer {
         epochs: Option<usize>,
     ) -> Result<Self> {
         let placement = placement.into();
-        let mut config = RunConfig::load(&run_dir.join(CONFIG_FILE), None)?;
+        // The run lives where it is resumed from, wherever it was started.
+        let mut config = RunConfig::load_run(run_dir)?;
         config.optim.max_steps = None;
         if let Some(e) = epochs {
             config.optim.epochs = e;
         }
-        let ckpts = CheckpointDir::new(run_dir.join("checkpoints"), config.output.keep_last)?;
-        let latest = ckpts.latest()?.ok_or_else(|| {
-            Error::config(format!("{} has no checkpoint to resume from; start it afresh", run_dir.display()))
-        })?;
-        let ckpt = CheckpointDir::load(&latest)?;
-        let (data, info) = Self::open_data(&config)?;
-        let saved = ModelInfo::from_metadata(&ckpt.metadata, &latest)?;
-        if saved != info {
-            return Err(Error::Checkpoint {
-                path: latest,
-                reason: format!("it is for {saved:?}, but the run's data gives {info:?}"),
-            });
-        }
         let writes_files = placement.is_primary_process();
-        let engine = build_engine(&info.architecture()?, placement, &ckpt.weights, Some(&ckpt.momentum))?;
-        let log = MetricsLog::new(run_dir.join("metrics.jsonl"));
+        let mut ckpts = CheckpointDir::new(config.run_dir().join("checkpoints"), config.output.keep_last)?;
+        let mut notes = if writes_files { ckpts.clean_leftovers(&config.run_dir()) } else { Vec::new() };
+        let (latest, ckpt, loaded_notes) = ckpts.resume_latest(writes_files)?;
+        notes.extend(loaded_notes);
+        let (mut data, info) = Self::open_data(&config)?;
+        let saved = ModelInfo::from_metadata(&ckpt.metadata, &latest)?;
+        notes.extend(data.keep_checkpoint_model(&saved, &info, &latest)?);
+        let engine = build_engine(&saved.architecture()?, placement, &ckpt.weights, Some(&ckpt.momentum))?;
+        let log = MetricsLog::new(config.run_dir().join("metrics.jsonl"));
         if writes_files {
             log.truncate_after(ckpt.state.epochs_done)?;
         }
         let mut scheduler = ckpt.state.scheduler.clone();
         scheduler.epochs = config.optim.epochs;
-        let mut trainer = Self::assemble(config, info, engine, writes_files, scheduler, data, log)?;
+        let mut trainer = Self::assemble(config, saved, engine, writes_files, scheduler, data, log)?;
         trainer.step = ckpt.state.step;
         trainer.epochs_done = ckpt.state.epochs_done;
         trainer.best_val_error = ckpt.state.best_val_error;
         trainer.resume_at = ckpt.state.partial_epoch.map(|partial| (ckpt.state.data, partial));
-        // The weights file, as after a save (`latest` is the state file).
-        trainer.last_checkpoint = Some(latest.with_file_name(&ckpt.state.weights));
+        trainer.ckpts = ckpts;
+        trainer.notes.splice(0..0, notes);
         Ok(trainer)
     }
 
@@ -307,7 +307,7 @@ impl Trainer {
         engine: Box<dyn Engine>,
         writes_files: bool,
         scheduler: LrScheduler,
-        data: Datasets,
+        mut data: Datasets,
         log: MetricsLog,
     ) -> Result<Self> {
         let o = &config.optim;
@@ -320,6 +320,7 @@ impl Trainer {
             true,
         )?;
         let ckpts = CheckpointDir::new(config.run_dir().join("checkpoints"), config.output.keep_last)?;
+        let notes = std::mem::take(&mut data.notes);
         Ok(Self {
             config,
             info,
@@ -333,7 +334,7 @@ impl Trainer {
             train_loader,
             ckpts,
             log,
-            last_checkpoint: None,
+            notes,
             resume_at: None,
             last_save: Instant::now(),
         })
@@ -413,6 +414,9 @@ impl Trainer {
     /// Trains until the planned epochs are done (or the schedule stops it), checkpointing
     /// after every epoch, then evaluates the test split.
     pub fn fit(&mut self, obs: &mut dyn Observer) -> Result<RunResult> {
+        for note in std::mem::take(&mut self.notes) {
+            obs.note(&note);
+        }
         let started = Instant::now();
         let mut last_val = None;
         let mut stopped_early = None;
@@ -447,7 +451,7 @@ impl Trainer {
             if let (true, Some(v)) = (is_best, val) {
                 self.best_val_error = Some(v.top1_error);
             }
-            let path = self.save_checkpoint(DataPosition { epoch: self.epochs_done, batch: 0 }, None, is_best)?;
+            let path = self.save_checkpoint(DataPosition { epoch: self.epochs_done, batch: 0 }, None, is_best, obs)?;
             obs.epoch_end(&record);
             obs.note(&format!("checkpoint {}", path.display()));
             if decision.reduced {
@@ -493,7 +497,8 @@ impl Trainer {
         for batch in self.train_loader.epoch_from(epoch as u64, first_batch) {
             if o.max_steps.is_some_and(|m| self.step >= m) {
                 partial.seconds = elapsed();
-                let path = self.save_checkpoint(DataPosition { epoch, batch: batch.number }, Some(partial), false)?;
+                let at = DataPosition { epoch, batch: batch.number };
+                let path = self.save_checkpoint(at, Some(partial), false, obs)?;
                 report_skips(&self.train_loader, obs);
                 obs.note(&format!("step limit reached: checkpoint {} (resuming continues this epoch)", path.display()));
                 return Ok(None);
@@ -518,7 +523,7 @@ impl Trainer {
                     step: self.step,
                     epoch,
                     loss: loss_value,
-                    last_good: self.last_checkpoint.clone(),
+                    last_good: self.ckpts.last_good(self.step),
                 });
             }
             partial.topk.merge(&out.topk);
@@ -536,7 +541,7 @@ impl Trainer {
             let next = batch.number + 1;
             if save_every > 0.0 && next < batches && self.last_save.elapsed().as_secs_f64() >= save_every {
                 partial.seconds = elapsed();
-                let path = self.save_checkpoint(DataPosition { epoch, batch: next }, Some(partial), false)?;
+                let path = self.save_checkpoint(DataPosition { epoch, batch: next }, Some(partial), false, obs)?;
                 obs.note(&format!("checkpoint {}", path.display()));
             }
         }
@@ -552,12 +557,13 @@ impl Trainer {
     }
 
     /// Saves a checkpoint whose data continue at `at` (batch 0: an epoch's end), with the
-    /// metrics so far of the epoch it stops inside.
+    /// metrics so far of the epoch it stops inside; pruning's problems go to `obs`.
     fn save_checkpoint(
         &mut self,
         at: DataPosition,
         partial_epoch: Option<PartialEpoch>,
         is_best: bool,
+        obs: &mut dyn Observer,
     ) -> Result<PathBuf> {
         assert_eq!(at.epoch, self.epochs_done, "a checkpoint's data continue in the epoch after those done");
         let mut state = TrainingState::new(at, self.step, self.scheduler.clone(), self.config.seed);
@@ -572,8 +578,8 @@ impl Trainer {
             state,
             metadata: self.info.to_metadata(),
         };
-        let path = self.ckpts.save(&ckpt, is_best)?;
-        self.last_checkpoint = Some(path.clone());
+        let (path, notes) = self.ckpts.save(&ckpt, is_best)?;
+        notes.iter().for_each(|n| obs.note(n));
         self.last_save = Instant::now();
         Ok(path)
     }
@@ -601,14 +607,8 @@ pub fn load_model<B: Backend>(path: &Path, backend: Arc<B>) -> Result<LoadedMode
 
 fn resolve_weights_path(path: &Path) -> Result<PathBuf> {
     if path.is_dir() {
-        for candidate in
-            [path.join("checkpoints").join(crate::checkpoint::BEST_WEIGHTS), path.join(crate::checkpoint::BEST_WEIGHTS)]
-        {
-            if candidate.exists() {
-                return Ok(candidate);
-            }
-        }
-        return Err(Error::config(format!("{} holds no best.safetensors; pass a .safetensors file", path.display())));
+        let ckpts = path.join("checkpoints");
+        return crate::checkpoint::committed_best(if ckpts.is_dir() { &ckpts } else { path });
     }
     if path.to_string_lossy().ends_with(".state.json") {
         let state = TrainingState::load(path)?;
@@ -625,8 +625,8 @@ fn resolve_weights_path(path: &Path) -> Result<PathBuf> {
 pub struct EvalReport {
     /// The weights file.
     pub weights: PathBuf,
-    /// Which split (`test` or `validation`).
-    pub split: &'static str,
+    /// What was evaluated: the run's `test` or `validation` split, or a folder.
+    pub split: String,
     /// Whether ten crops were averaged.
     pub ten_crop: bool,
     /// The metrics.
@@ -655,34 +655,63 @@ impl std::fmt::Display for EvalReport {
 fn run_config_for(weights: &Path) -> Result<Option<RunConfig>> {
     let abs = std::path::absolute(weights).map_err(Error::io(weights))?;
     for dir in abs.ancestors().skip(1).take(3) {
-        let candidate = dir.join(CONFIG_FILE);
-        if candidate.exists() {
-            return RunConfig::load(&candidate, None).map(Some);
+        if dir.join(CONFIG_FILE).exists() {
+            return RunConfig::load_run(dir).map(Some);
         }
     }
     Ok(None)
 }
 
-/// Evaluates a checkpoint on the test split (`test`) or the validation split of its run's
-/// data, or of `data` when given, with the centre crop or ten crops.
+/// What [`evaluate_checkpoint`] evaluates.
+#[derive(Debug, Clone, Default)]
+pub struct EvalRequest {
+    /// Every image of this folder (the test files of an IDX or CIFAR-10 folder) instead of a
+    /// split of the checkpoint's run.
+    pub data: Option<PathBuf>,
+    /// The run's validation split instead of its test split (without `data`).
+    pub validation: bool,
+    /// The paper's ten-crop evaluation.
+    pub ten_crop: bool,
+    /// The largest image decoded (default: the run's setting, else 64 megapixels).
+    pub max_image_pixels: Option<u64>,
+}
+
+/// Evaluates a checkpoint with the centre crop or ten crops, normalised with the statistics
+/// it recorded: on every image of `request.data`, or on the test (validation) split of its
+/// run. Non-finite outputs are an error, never a score.
 pub fn evaluate_checkpoint<B: Backend>(
     checkpoint: &Path,
-    data: Option<&Path>,
-    test: bool,
-    ten_crop: bool,
+    request: &EvalRequest,
     backend: Arc<B>,
     obs: &mut dyn Observer,
 ) -> Result<EvalReport> {
     let weights = resolve_weights_path(checkpoint)?;
     let LoadedModel { mut model, info } = load_model(&weights, backend.clone())?;
-    let mut config = match (run_config_for(&weights)?, data) {
-        (Some(c), None) => c,
-        (c, Some(dir)) => {
-            let mut c = c.unwrap_or_else(|| RunConfig::for_preset(info.preset));
-            c.data.train = Some(dir.to_path_buf());
-            c.data.val = None;
-            c.data.test = None;
-            c
+    let run_config = run_config_for(&weights)?;
+    let (split, source, config) = match (&request.data, run_config) {
+        (Some(dir), config) => {
+            let (_, source) = crate::data::open_whole(dir)?;
+            if source.class_names() != info.class_names.as_slice() {
+                return Err(Error::config(format!(
+                    "{} has the classes {:?}, the checkpoint {:?}; evaluate on data with the checkpoint's classes",
+                    dir.display(),
+                    source.class_names(),
+                    info.class_names
+                )));
+            }
+            (
+                format!("images in {}", dir.display()),
+                source,
+                config.unwrap_or_else(|| RunConfig::for_preset(info.preset)),
+            )
+        }
+        (None, Some(config)) => {
+            let splits = crate::data::Splits::open(&config)?;
+            let (split, source) = if request.validation { ("validation", splits.val) } else { ("test", splits.test) };
+            let source = source.ok_or_else(|| {
+                Error::config(format!("the run has no {split} split; pass --data with a folder to evaluate on"))
+            })?;
+            (split.to_string(), source, config)
         }
         (None, None) => {
             return Err(Error::config(format!(
@@ -691,29 +720,16 @@ pub fn evaluate_checkpoint<B: Backend>(
             )));
         }
     };
-    config.data.augment = false;
-    let data = Datasets::open(&config, info.input)?;
-    if data.class_names.len() != info.class_names.len() {
-        return Err(Error::config(format!(
-            "the checkpoint has {} classes but the data has {}; evaluate on data with the same classes",
-            info.class_names.len(),
-            data.class_names.len()
-        )));
-    }
-    let (split, source) = if test { ("test", data.test.clone()) } else { ("validation", data.val.clone()) };
-    let source = source.ok_or_else(|| {
-        Error::config(format!("the data has no {split} split; pass --data with a folder to evaluate on"))
-    })?;
-    let mut transform = data.eval_transform.clone();
-    transform.normalize = alexnet_augment::Normalize::per_channel(&info.mean, &info.std);
-    if ten_crop {
+    let max_pixels = request.max_image_pixels.unwrap_or(config.data.max_image_pixels);
+    let mut transform = crate::data::eval_transform(&info, max_pixels)?;
+    if request.ten_crop {
         transform.augment = Augment::TenCrop(TenCrop { size: info.input[1] });
     }
     let loader = Datasets::loader(&source, transform, config.optim.eval_batch_size, config.data.workers, 0, false)?;
     let mut tape = Tape::inference(backend);
     let classes = info.class_names.len();
-    let metrics = evaluate(&mut model_logits(&mut model, &mut tape), classes, &loader, split, obs)?;
-    Ok(EvalReport { weights, split, ten_crop, metrics })
+    let metrics = evaluate(&mut model_logits(&mut model, &mut tape), classes, &loader, &split, obs)?;
+    Ok(EvalReport { weights, split, ten_crop: request.ten_crop, metrics })
 }
 
 /// The most probable classes of an image (at most five), with their probabilities, best first.

@@ -2,10 +2,11 @@
 //! class): the `mini` preset takes folder data at 3x28x28 (shorter side resized to 32,
 //! random 28-pixel crops, flips, PCA lighting), so a tiny folder trains in seconds.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use alexnet::trainer::predict_files;
-use alexnet::{MetricsLog, Preset, RunConfig, Schedule, Silent, Trainer, load_model};
+use alexnet::trainer::{EvalRequest, evaluate_checkpoint, predict_files};
+use alexnet::{Error, MetricsLog, Observer, Preset, RunConfig, Schedule, Silent, Trainer, load_model};
 use alexnet_autograd::CpuBackend;
 use alexnet_integration_tests::fixtures::{CLASSES, write_class_folder};
 
@@ -15,23 +16,113 @@ fn backend() -> Arc<CpuBackend> {
     Arc::new(CpuBackend::with_threads(2).unwrap())
 }
 
+/// `mini` on the class folder `data`, a quarter held out for validation, run `folder`.
+fn folder_config(data: &Path, runs: &Path, epochs: usize) -> RunConfig {
+    let mut config = RunConfig::for_preset(Preset::Mini);
+    config.name = "folder".into();
+    config.output.runs_dir = runs.to_path_buf();
+    config.data.train = Some(data.to_path_buf());
+    config.data.val_fraction = 0.25;
+    config.optim.epochs = epochs;
+    config.optim.batch_size = 4;
+    config.optim.eval_batch_size = 8;
+    config.optim.lr = 0.01;
+    config.optim.schedule = Schedule::Constant;
+    config
+}
+
+/// Collects the notes a run gives its observer.
+#[derive(Default)]
+struct Notes(Vec<String>);
+impl Observer for Notes {
+    fn note(&mut self, message: &str) {
+        self.0.push(message.to_string());
+    }
+}
+
+/// Every file under `dir` with its size and modification time.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()) {
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            out.extend(snapshot(&entry.path()));
+        } else {
+            out.push((entry.path(), meta.len(), meta.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Sets `dir` and everything in it read-only (or writable again).
+fn set_read_only(dir: &Path, read_only: bool) {
+    for entry in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()) {
+        if entry.metadata().unwrap().is_dir() {
+            set_read_only(&entry.path(), read_only);
+        }
+    }
+    let mut perms = std::fs::metadata(dir).unwrap().permissions();
+    perms.set_readonly(read_only);
+    std::fs::set_permissions(dir, perms).unwrap();
+}
+
+/// Issue 12, items 8, 9 and 11: training leaves a read-only data folder untouched (the
+/// colour-statistics cache goes elsewhere); `eval --data` evaluates every image of a
+/// folder; resuming after an image was added continues with the run's recorded statistics
+/// and says so; resuming after a class was added is refused in words naming the checkpoint.
+#[test]
+fn data_folder_is_read_only_evaluated_whole_and_may_change_under_a_resumed_run() {
+    let data = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    write_class_folder(data.path(), PER_CLASS);
+    let before = snapshot(data.path());
+    set_read_only(data.path(), true);
+    let trained =
+        Trainer::new(folder_config(data.path(), runs.path(), 1), backend()).and_then(|mut t| t.fit(&mut Silent));
+    set_read_only(data.path(), false);
+    trained.unwrap();
+    assert_eq!(snapshot(data.path()), before, "training wrote into the data folder");
+
+    let run = runs.path().join("folder");
+    let report = evaluate_checkpoint(
+        &run,
+        &EvalRequest { data: Some(data.path().to_path_buf()), ..EvalRequest::default() },
+        backend(),
+        &mut Silent,
+    )
+    .unwrap();
+    assert_eq!(report.metrics.images, (CLASSES.len() * PER_CLASS) as u64, "every image, not a hold-out");
+    assert!(report.split.contains(&data.path().display().to_string()), "{}", report.split);
+
+    // One more image: the colour statistics move a little; the run continues with its own.
+    let extra = image::RgbImage::from_fn(50, 40, |x, y| image::Rgb([(x * 5) as u8, 200, (y * 6) as u8]));
+    extra.save(data.path().join(CLASSES[1]).join("extra.jpg")).unwrap();
+    let mut resumed = Trainer::resume(&run, backend(), Some(2)).unwrap();
+    let recorded = load_model(&run.join("checkpoints/epoch-0001.safetensors"), backend()).unwrap().info;
+    assert_eq!((&resumed.info().mean, &resumed.info().std), (&recorded.mean, &recorded.std));
+    let mut notes = Notes::default();
+    resumed.fit(&mut notes).unwrap();
+    let note = notes.0.iter().find(|n| n.contains("changed since the run started"));
+    assert!(note.is_some_and(|n| n.contains("continuing with the recorded statistics")), "{:#?}", notes.0);
+
+    // A new class cannot continue: the error says what changed and names the checkpoint.
+    std::fs::create_dir(data.path().join("zebra")).unwrap();
+    std::fs::copy(data.path().join(CLASSES[1]).join("extra.jpg"), data.path().join("zebra/z.jpg")).unwrap();
+    let err = Trainer::resume(&run, backend(), Some(3)).err().expect("a new class is refused");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Checkpoint { .. }), "{msg}");
+    assert!(msg.contains("epoch-0002.state.json") && msg.contains("new: [\"zebra\"]"), "{msg}");
+    assert!(!msg.contains("ModelInfo"), "{msg}");
+}
+
 #[test]
 fn trains_on_a_class_folder_and_predicts_its_class_names() {
     let data = tempfile::tempdir().unwrap();
     let runs = tempfile::tempdir().unwrap();
     let files = write_class_folder(data.path(), PER_CLASS);
 
-    let mut config = RunConfig::for_preset(Preset::Mini);
-    config.name = "folder".into();
-    config.output.runs_dir = runs.path().to_path_buf();
-    config.data.train = Some(data.path().to_path_buf());
-    config.data.val_fraction = 0.25;
-    config.optim.epochs = 2;
-    config.optim.batch_size = 4;
-    config.optim.eval_batch_size = 8;
-    config.optim.lr = 0.01;
-    config.optim.schedule = Schedule::Constant;
-
+    let config = folder_config(data.path(), runs.path(), 2);
     let mut trainer = Trainer::new(config, backend()).unwrap();
     assert_eq!(trainer.info().input, [3, 28, 28], "mini takes folder images at 3x28x28");
     assert_eq!(trainer.info().class_names, CLASSES);

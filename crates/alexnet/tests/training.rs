@@ -5,6 +5,7 @@ mod common;
 
 use std::path::Path;
 
+use alexnet::trainer::{EvalRequest, evaluate_checkpoint};
 use alexnet::{Error, MetricsLog, Silent, Trainer, load_model};
 use common::{backend, small_config};
 
@@ -103,13 +104,19 @@ fn non_finite_loss_stops_naming_the_step() {
     assert!(msg.contains("at step"), "{msg}");
 }
 
+/// Issue 12, item 7: a checkpoint is called good only if it is: after the learning rate is
+/// raised to 1e30, the checkpoint written one step later (finite but huge weights) gives
+/// NaN outputs, so the error names the one before it, numbers the epoch as
+/// `metrics.jsonl` does, and evaluating the bad one is an error, not a score.
 #[test]
 fn non_finite_loss_keeps_the_last_good_checkpoint() {
     let runs = tempfile::tempdir().unwrap();
-    let mut first = Trainer::new(small_config(runs.path(), "blows-up", 1), backend()).unwrap();
+    let mut config = small_config(runs.path(), "blows-up", 1);
+    config.output.checkpoint_minutes = 1e-9;
+    let mut first = Trainer::new(config, backend()).unwrap();
     first.fit(&mut Silent).unwrap();
     drop(first);
-    let ckpts = runs.path().join("blows-up/checkpoints");
+    let ckpts = runs.path().join("blows-up/checkpoints").canonicalize().unwrap();
     let weights = ckpts.join("epoch-0001.safetensors");
     let good_bytes = std::fs::read(&weights).unwrap();
 
@@ -117,25 +124,27 @@ fn non_finite_loss_keeps_the_last_good_checkpoint() {
     // file, so that is where the rate is raised.
     let state_path = ckpts.join("epoch-0001.state.json");
     let mut state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
-    state["scheduler"]["base_lr"] = 1e12.into();
-    state["scheduler"]["current"] = 1e12.into();
+    state["scheduler"]["base_lr"] = 1e30.into();
+    state["scheduler"]["current"] = 1e30.into();
     std::fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
 
     let mut resumed = Trainer::resume(&runs.path().join("blows-up"), backend(), Some(2)).unwrap();
     let steps_before = resumed.step();
     let err = resumed.fit(&mut Silent).unwrap_err();
     let msg = err.to_string();
-    match &err {
+    let last_good = match &err {
         Error::NonFiniteLoss { step, epoch, loss, last_good } => {
-            assert!(*step >= steps_before, "{msg}");
+            assert!(*step > steps_before, "{msg}");
             assert_eq!(*epoch, 1, "{msg}");
             assert!(!loss.is_finite(), "{msg}");
-            assert_eq!(last_good.as_deref(), Some(weights.as_path()), "{msg}");
-            assert!(msg.contains(&format!("at step {step} (epoch 1)")), "{msg}");
-            assert!(msg.contains(&weights.display().to_string()), "{msg}");
+            assert!(msg.contains(&format!("at step {step} (epoch 2)")), "{msg}");
+            last_good
         }
-        other => panic!("expected a non-finite loss error, got {other}"),
-    }
+        Error::NonFiniteWeights { epoch: 2, last_good, .. } => last_good,
+        other => panic!("expected a divergence error, got {other}"),
+    };
+    assert_eq!(last_good.as_deref(), Some(weights.as_path()), "{msg}");
+    assert!(msg.contains(&weights.display().to_string()), "{msg}");
     // The epoch-1 checkpoint is untouched and still loads; nothing was written for epoch 2.
     assert_eq!(std::fs::read(&weights).unwrap(), good_bytes);
     assert!(!ckpts.join("epoch-0002.state.json").exists());
@@ -143,4 +152,31 @@ fn non_finite_loss_keeps_the_last_good_checkpoint() {
     let finite = loaded.model.params_to_host().unwrap().iter().all(|(_, t)| t.data.iter().all(|v| v.is_finite()));
     assert!(finite, "the kept checkpoint holds non-finite weights");
     assert_eq!(MetricsLog::new(runs.path().join("blows-up/metrics.jsonl")).read().unwrap().len(), 1);
+    // The checkpoint one step after the raise (when its weights were still finite) gives
+    // NaN: evaluating it is an error.
+    let bad = ckpts.join("epoch-0001_batch-00000001.safetensors");
+    if bad.exists() {
+        let err = evaluate_checkpoint(&bad, &EvalRequest::default(), backend(), &mut Silent).unwrap_err();
+        assert!(matches!(err, Error::NonFiniteOutput { .. }), "{err}");
+    }
+}
+
+/// Issue 12, item 3: a run lives where it is resumed from: after its folder is moved, the
+/// resumed run writes every file into the new folder and never recreates the old one.
+#[test]
+fn a_moved_run_resumes_in_its_new_folder() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut config = small_config(runs.path(), "a", 2);
+    config.optim.max_steps = Some(5);
+    Trainer::new(config, backend()).unwrap().fit(&mut Silent).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let moved = elsewhere.path().join("b");
+    std::fs::rename(runs.path().join("a"), &moved).unwrap();
+    let result = Trainer::resume(&moved, backend(), None).unwrap().fit(&mut Silent).unwrap();
+    assert!(!runs.path().join("a").exists(), "the old run folder was recreated");
+    assert_eq!(result.run_dir, moved.canonicalize().unwrap());
+    for f in ["metrics.jsonl", "curves.png", "result.json", "checkpoints/epoch-0002.state.json"] {
+        assert!(moved.join(f).exists(), "{f} missing in the moved run");
+    }
+    assert_eq!(MetricsLog::new(moved.join("metrics.jsonl")).read().unwrap().len(), 2);
 }

@@ -21,19 +21,30 @@ pub struct Idx {
     file_sizes: [u64; 2],
 }
 
-/// Reads a whole file, gunzipping it when it starts with the gzip magic bytes.
+/// Reads a whole file, gunzipping it when it starts with the gzip magic bytes. A gzip
+/// stream is read no further than its IDX header says the data go (plus one byte, so
+/// [`parse_idx`] sees that there is more): a small file cannot expand into more memory than
+/// the data it claims, and never more than deflate's ~1,032:1 ratio allows.
 fn read_maybe_gz(path: &Path) -> Result<(Vec<u8>, u64)> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let size = raw.len() as u64;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::malformed(path, format!("gzip stream: {e}")))?;
-        Ok((out, size))
-    } else {
-        Ok((raw, size))
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok((raw, size));
     }
+    let mut decoder = flate2::read::GzDecoder::new(&raw[..]);
+    let mut out = Vec::new();
+    let mut read = |limit: u64, out: &mut Vec<u8>| {
+        (&mut decoder).take(limit).read_to_end(out).map_err(|e| Error::malformed(path, format!("gzip stream: {e}")))
+    };
+    read(4, &mut out)?;
+    let dims = out.get(3).copied().map_or(0, u64::from);
+    read(4 * dims, &mut out)?;
+    let claimed = out[4.min(out.len())..]
+        .chunks_exact(4)
+        .map(|d| u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]])))
+        .fold(1u64, u64::saturating_mul);
+    read(claimed.saturating_add(1), &mut out)?;
+    Ok((out, size))
 }
 
 /// Parses an IDX header for unsigned bytes with `dims` dimensions; returns the sizes and
@@ -53,7 +64,9 @@ fn parse_idx<'a>(path: &Path, bytes: &'a [u8], dims: usize) -> Result<(Vec<usize
     let sizes: Vec<usize> = (0..dims)
         .map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize)
         .collect();
-    let expected: usize = sizes.iter().product();
+    let expected = sizes.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| {
+        Error::malformed(path, format!("header sizes {sizes:?} multiply beyond this machine's address space"))
+    })?;
     let payload = &bytes[header..];
     if payload.len() != expected {
         return Err(Error::malformed(

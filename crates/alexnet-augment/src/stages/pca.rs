@@ -74,14 +74,15 @@ pub struct StatsOptions {
     pub workers: usize,
     /// Also accumulate the per-pixel mean image (needs equal-sized images, e.g. a resize).
     pub per_pixel_mean: bool,
-    /// Where to cache when the data folder is not writable (default: `$XDG_CACHE_HOME` or
-    /// `~/.cache`, then the system temp folder, each under `alexnet-augment/`).
-    pub fallback_cache_dir: Option<PathBuf>,
+    /// The folder the cache file goes into (default: `$XDG_CACHE_HOME` or `~/.cache`, then
+    /// the system temp folder, each under `alexnet-augment/`). Never the data folder, which
+    /// may be read-only or shared.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for StatsOptions {
     fn default() -> Self {
-        StatsOptions { max_images: 10_000, workers: 2, per_pixel_mean: false, fallback_cache_dir: None }
+        StatsOptions { max_images: 10_000, workers: 2, per_pixel_mean: false, cache_dir: None }
     }
 }
 
@@ -115,12 +116,14 @@ pub struct ColourStats {
 /// Where the statistics came from and where they are cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheReport {
-    /// The cache file read or written.
+    /// The cache file.
     pub path: PathBuf,
     /// True if read from the cache, false if computed.
     pub loaded: bool,
-    /// Why the data folder could not be used, when the fallback folder was.
-    pub fallback_reason: Option<String>,
+    /// What went wrong with the cache, if anything: an unreadable file that was recomputed
+    /// and replaced, or a file that could not be written (the statistics are returned all
+    /// the same: the cache only saves time).
+    pub problem: Option<String>,
 }
 
 struct Accumulator {
@@ -299,10 +302,11 @@ impl ColourStats {
         })
     }
 
-    /// Reads the statistics from the cache beside the data (or the fallback folder), or
-    /// computes and caches them. The cache file is `alexnet-augment-stats-<fingerprint>.json`.
-    /// If the data folder cannot be written, the fallback folder is used and
-    /// [`CacheReport::fallback_reason`] says why.
+    /// Reads the statistics from the cache, or computes and caches them. The cache file is
+    /// `alexnet-augment-stats-<fingerprint>.json` in [`StatsOptions::cache_dir`]. A cache
+    /// file that cannot be read (truncated by a crash, say) is recomputed and replaced, and
+    /// one that cannot be written is skipped; [`CacheReport::problem`] says so. Only the
+    /// statistics themselves can fail (no readable images).
     pub fn load_or_compute(
         source: &dyn Source,
         decode: Decode,
@@ -311,31 +315,23 @@ impl ColourStats {
     ) -> Result<(Self, CacheReport)> {
         let fingerprint = Self::fingerprint(source, decode, resize, options);
         let name = format!("alexnet-augment-stats-{}.json", &fingerprint[..32]);
-        let fallback_dir = options.fallback_cache_dir.clone().unwrap_or_else(default_cache_dir);
-        let candidates: Vec<PathBuf> =
-            source.data_dir().into_iter().chain([fallback_dir]).map(|d| d.join(&name)).collect();
-        for path in &candidates {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                let stats: ColourStats = serde_json::from_str(&text)
-                    .map_err(|e| Error::Cache { path: path.clone(), reason: format!("unreadable JSON: {e}") })?;
-                if stats.fingerprint == fingerprint {
-                    return Ok((stats, CacheReport { path: path.clone(), loaded: true, fallback_reason: None }));
-                }
+        let path = options.cache_dir.clone().unwrap_or_else(default_cache_dir).join(name);
+        let mut problem = None;
+        match std::fs::read_to_string(&path).map(|text| serde_json::from_str::<ColourStats>(&text)) {
+            Ok(Ok(stats)) if stats.fingerprint == fingerprint => {
+                return Ok((stats, CacheReport { path, loaded: true, problem: None }));
             }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => problem = Some(format!("{} was unreadable ({e}); recomputed", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problem = Some(format!("{} could not be read ({e}); recomputed", path.display())),
         }
         let stats = Self::compute(source, decode, resize, options)?;
         let json = serde_json::to_string_pretty(&stats).expect("statistics serialise");
-        let mut fallback_reason = None;
-        for path in &candidates {
-            match write_file(path, &json) {
-                Ok(()) => return Ok((stats, CacheReport { path: path.clone(), loaded: false, fallback_reason })),
-                Err(e) => fallback_reason = Some(format!("cannot write {}: {e}", path.display())),
-            }
+        if let Err(e) = write_file(&path, &json) {
+            problem = Some(format!("{} could not be written: {e}", path.display()));
         }
-        Err(Error::Cache {
-            path: candidates.last().cloned().unwrap_or_default(),
-            reason: fallback_reason.unwrap_or_default(),
-        })
+        Ok((stats, CacheReport { path, loaded: false, problem }))
     }
 }
 
@@ -351,8 +347,11 @@ fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // Write then rename, so a reader never sees half a file.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Write then rename, so a reader never sees half a file; the temporary name is unique
+    // to this call, so threads computing the same statistics do not write into each other.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{call}", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
