@@ -4,13 +4,13 @@
 //! may allocate.
 //!
 //! A test binary opts in with
-//! `#[global_allocator] static ALLOC: CountingAlloc = CountingAlloc;` and wraps the code
-//! under test in [`measure`]; [`measure`] runs one measurement at a time, so tests of one
-//! binary do not count each other's allocations.
+//! `#[global_allocator] static ALLOC: CountingAlloc = CountingAlloc;`, starts every test
+//! with `let _serial = serial();` (the counters are global, so tests running alongside
+//! would count each other's allocations) and wraps the code under test in [`measure`].
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// The counting allocator (the system allocator underneath).
 pub struct CountingAlloc;
@@ -20,6 +20,11 @@ static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// Live bytes allowed; `usize::MAX` outside [`measure`].
 static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Holds off the other tests of the binary that call it while the guard lives.
+pub fn serial() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Accounts for `size` more bytes; false (and nothing accounted) when that passes the limit.
 fn grow(size: usize) -> bool {
@@ -88,9 +93,8 @@ unsafe impl GlobalAlloc for CountingAlloc {
 /// Runs `f` with at most `limit` bytes allocated beyond what is live when it starts (an
 /// allocation past that aborts the process), and returns its result and its peak: the most
 /// bytes it held at once beyond the start. Only meaningful in a binary whose global
-/// allocator is [`CountingAlloc`]; measurements run one at a time.
+/// allocator is [`CountingAlloc`], inside a test holding [`serial`].
 pub fn measure<T>(limit: usize, f: impl FnOnce() -> T) -> (T, usize) {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let start = LIVE.load(Ordering::Relaxed);
     PEAK.store(start, Ordering::Relaxed);
     LIMIT.store(start.saturating_add(limit), Ordering::Relaxed);

@@ -16,6 +16,31 @@ pub fn fashion_mnist() -> PathBuf {
     workspace().join("datasets/fashion-mnist")
 }
 
+/// Writes the first `train` training and `test` test images of the embedded Fashion-MNIST
+/// into `dir` under Fashion-MNIST's file names (uncompressed, no checksums): a data set
+/// that opens in milliseconds, for tests that start many processes.
+pub fn write_fashion_slice(dir: &Path, train: usize, test: usize) {
+    use alexnet_augment::Source;
+    let fm = alexnet_augment::fashion_mnist(fashion_mnist()).expect("the embedded Fashion-MNIST");
+    std::fs::create_dir_all(dir).expect("data folder");
+    for (prefix, split, n) in [("train", &fm.train, train), ("t10k", &fm.test, test)] {
+        let (rows, cols) = split.image_size();
+        let mut images = vec![0, 0, 8, 3];
+        for d in [n, rows, cols] {
+            images.extend((d as u32).to_be_bytes());
+        }
+        let mut labels = vec![0, 0, 8, 1];
+        labels.extend((n as u32).to_be_bytes());
+        for i in 0..n {
+            images.extend_from_slice(split.pixels(i));
+            labels.push(split.label(i) as u8);
+        }
+        // Plain bytes under the `.gz` names: the reader goes by the gzip magic bytes.
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte.gz")), images).expect("images");
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), labels).expect("labels");
+    }
+}
+
 /// A CMYK JPEG (16x12), the `image` crate's decoding route.
 pub fn cmyk_jpeg() -> Vec<u8> {
     std::fs::read(workspace().join("crates/alexnet-augment/tests/data/cmyk.jpg")).expect("the CMYK fixture")
@@ -76,6 +101,21 @@ pub fn png_claiming(png: &[u8], width: u32, height: u32) -> Vec<u8> {
     out[20..24].copy_from_slice(&height.to_be_bytes());
     let crc = crc32(&out[12..29]);
     out[29..33].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// `png` with every chunk's CRC recomputed, so that a mutated file gets past the CRC
+/// check to the decoder proper (chunks running past the end are left as they are).
+pub fn with_fixed_png_crcs(png: &[u8]) -> Vec<u8> {
+    let mut out = png.to_vec();
+    let mut at = 8;
+    while at + 12 <= out.len() {
+        let len = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]) as usize;
+        let Some(end) = (at + 8).checked_add(len).filter(|&end| end + 4 <= out.len()) else { break };
+        let crc = crc32(&out[at + 4..end]);
+        out[end..end + 4].copy_from_slice(&crc.to_be_bytes());
+        at = end + 4;
+    }
     out
 }
 

@@ -10,7 +10,7 @@ use alexnet::trainer::predict_files;
 use alexnet::{Observer, Preset, RunConfig, Schedule, Trainer};
 use alexnet_augment::{Channels, Decode};
 use alexnet_autograd::CpuBackend;
-use alexnet_integration_tests::alloc::{CountingAlloc, measure};
+use alexnet_integration_tests::alloc::{CountingAlloc, measure, serial};
 use alexnet_integration_tests::fixtures;
 
 #[global_allocator]
@@ -20,6 +20,7 @@ const MIB: usize = 1 << 20;
 
 #[test]
 fn every_decoding_route_refuses_images_over_the_pixel_limit_from_the_header() {
+    let _serial = serial();
     let rgb_jpeg = fixtures::jpeg_bytes(16, 16, 3);
     let png = fixtures::png_bytes(16, 16, 3);
     // zune-jpeg directly (colour JPEG wanted as RGB); the `image` crate for a colour JPEG
@@ -74,6 +75,7 @@ fn one_epoch(data: &Path, runs: &Path) -> Vec<String> {
 
 #[test]
 fn bombs_in_a_training_folder_are_skipped_named_and_cost_no_memory_and_predict_says_why() {
+    let _serial = serial();
     let (clean, bombed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let files = fixtures::write_class_folder(clean.path(), 6);
     fixtures::write_class_folder(bombed.path(), 6);

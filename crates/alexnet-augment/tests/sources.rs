@@ -91,6 +91,35 @@ fn idx_header_size_mismatch_is_an_error() {
     assert!(matches!(Idx::open(&ip, &lp), Err(Error::Malformed { .. })));
 }
 
+/// Issue 12, item 12 (found while writing the property tests): sizes whose product does
+/// not fit a `usize` are an error, not an overflow panic; a gzip stream is read no further
+/// than its header's claim, so a small file cannot expand into a large allocation.
+#[test]
+fn idx_headers_cannot_overflow_or_expand_without_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ip, lp) = (dir.path().join("i"), dir.path().join("l"));
+    let (_, labels) = common::idx_bytes(5, 4, 4);
+    std::fs::write(&lp, &labels).unwrap();
+    let mut huge = vec![0, 0, 8, 3];
+    huge.extend([u32::MAX; 3].iter().flat_map(|d| d.to_be_bytes()));
+    std::fs::write(&ip, &huge).unwrap();
+    match Idx::open(&ip, &lp) {
+        Err(Error::Malformed { reason, .. }) => assert!(reason.contains("address space"), "{reason}"),
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+    // 5 images of 4x4 claimed, 10 MB of pixels compressed into a few KB.
+    let mut claimed = vec![0, 0, 8, 3];
+    claimed.extend([5u32, 4, 4].iter().flat_map(|d| d.to_be_bytes()));
+    claimed.resize(16 + 10_000_000, 0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&claimed).unwrap();
+    std::fs::write(&ip, gz.finish().unwrap()).unwrap();
+    match Idx::open(&ip, &lp) {
+        Err(Error::Malformed { reason, .. }) => assert!(reason.contains("file holds 81"), "{reason}"),
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+}
+
 fn cifar_record(label: u8, salt: u8) -> Vec<u8> {
     let mut r = vec![label];
     r.extend((0..3072).map(|i| (i as u8).wrapping_mul(3).wrapping_add(salt)));

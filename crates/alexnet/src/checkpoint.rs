@@ -518,7 +518,8 @@ impl CheckpointDir {
     /// Loads the newest checkpoint that is intact, for resuming: a damaged newer one is
     /// passed over with a note saying what is wrong with it. With `repair`, makes
     /// `best.safetensors` what that checkpoint says it is (repairing it after a crash
-    /// between the state file and the best weights). Continues from its record of the best
+    /// between the state file and the best weights) and finishes an interrupted pruning.
+    /// Continues from its record of the best
     /// weights. Returns the state file, the checkpoint and notes for the person running it.
     pub fn resume_latest(&mut self, repair: bool) -> Result<(PathBuf, Checkpoint, Vec<String>)> {
         let mut notes = Vec::new();
@@ -531,6 +532,8 @@ impl CheckpointDir {
                     }));
                     if repair {
                         notes.extend(self.repair_best(ckpt.state.best.as_ref()));
+                        // A crash can come between a save and its pruning.
+                        notes.extend(self.prune());
                     }
                     self.best = ckpt.state.best.clone();
                     return Ok((state_path, ckpt, notes));

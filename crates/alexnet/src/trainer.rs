@@ -418,7 +418,8 @@ impl Trainer {
             obs.note(&note);
         }
         let started = Instant::now();
-        let mut last_val = None;
+        // A run resumed after its last epoch reports the validation that epoch logged.
+        let mut last_val = self.log.read().ok().and_then(|records| records.last().and_then(|r| r.val));
         let mut stopped_early = None;
         let epochs = self.config.optim.epochs;
         while self.epochs_done < epochs {
