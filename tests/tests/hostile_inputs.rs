@@ -208,7 +208,7 @@ fn signed_but_absurd_model_descriptions_are_refused_without_panicking() {
     let json = serde_json::to_string(&info).unwrap();
     let backend = Arc::new(CpuBackend::with_threads(1).unwrap());
     let weights_size = 4 * params.iter().map(|(_, t)| t.data.len()).sum::<usize>();
-    let mut check = |model: &str| {
+    let check = |model: &str| {
         save_tensors(&path, &params, HashMap::from([(MODEL_KEY.to_string(), model.to_string())])).unwrap();
         within(6 * weights_size + 16 * MIB, "model description", || {
             if let Ok(loaded) = load_model(&path, backend.clone()) {
