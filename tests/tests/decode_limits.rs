@@ -93,6 +93,7 @@ fn bombs_in_a_training_folder_are_skipped_named_and_cost_no_memory_and_predict_s
     // measurement (1 GiB) aborts long before.
     let (_, clean_peak) = measure(1024 * MIB, || one_epoch(clean.path(), runs_clean.path()));
     let (notes, bombed_peak) = measure(1024 * MIB, || one_epoch(bombed.path(), runs_bombed.path()));
+    println!("peak heap of one epoch: {clean_peak} bytes without the bombs, {bombed_peak} with them");
     assert!(
         (bombed_peak as f64) <= 1.10 * clean_peak as f64,
         "peak {bombed_peak} bytes with the bombs, {clean_peak} without"

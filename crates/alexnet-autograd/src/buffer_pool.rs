@@ -17,20 +17,34 @@ pub struct PoolStats {
     pub reuses: u64,
     /// Buffers currently waiting in the free lists.
     pub free_buffers: usize,
+    /// Elements in those buffers.
+    pub free_elements: u64,
+    /// Free buffers dropped to make room for a request of a new length (see [`BufferPool`]).
+    pub evictions: u64,
 }
 
 /// Free lists of backend buffers keyed by element count.
 ///
 /// A training step asks for the same lengths in the same order every time, so after the
 /// first step every request is served from the free lists and no large buffer is allocated.
+/// A step of another batch size (the last of an epoch, or one shortened by skipped images)
+/// asks for other lengths: rather than keep a second set of buffers beside the first (a set
+/// per batch size seen, when skips make every size appear), a request that misses first
+/// drops free buffers of other lengths until the pool holds no more than the most any step
+/// has had in use at once. Memory stays at one step's worth; a step of a new size pays the
+/// allocations of a first step.
 pub struct BufferPool<B: Backend> {
     free: HashMap<usize, Vec<B::Buffer>>,
     stats: PoolStats,
+    /// Elements handed out and not yet given back.
+    live_elements: u64,
+    /// The most elements ever handed out at once.
+    peak_live_elements: u64,
 }
 
 impl<B: Backend> Default for BufferPool<B> {
     fn default() -> Self {
-        Self { free: HashMap::new(), stats: PoolStats::default() }
+        Self { free: HashMap::new(), stats: PoolStats::default(), live_elements: 0, peak_live_elements: 0 }
     }
 }
 
@@ -42,14 +56,36 @@ impl<B: Backend> BufferPool<B> {
 
     /// A buffer of `len` elements with unspecified contents (the caller overwrites it).
     pub fn take(&mut self, backend: &B, len: usize) -> Result<B::Buffer> {
+        let elements = len as u64;
+        self.live_elements += elements;
+        self.peak_live_elements = self.peak_live_elements.max(self.live_elements);
         if let Some(buf) = self.free.get_mut(&len).and_then(Vec::pop) {
             self.stats.reuses += 1;
             self.stats.free_buffers -= 1;
+            self.stats.free_elements -= elements;
             return Ok(buf);
         }
+        self.evict_for(len);
         self.stats.allocations += 1;
-        self.stats.allocated_elements += len as u64;
+        self.stats.allocated_elements += elements;
         Ok(backend.zeros(len)?)
+    }
+
+    /// Drops free buffers of lengths other than `len`, largest first, until what the pool
+    /// holds (free and handed out, the new buffer included) is within the peak in use.
+    fn evict_for(&mut self, len: usize) {
+        let mut lengths: Vec<usize> =
+            self.free.iter().filter(|(l, v)| **l != len && !v.is_empty()).map(|(l, _)| *l).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        for other in lengths {
+            while self.stats.free_elements + self.live_elements > self.peak_live_elements {
+                let Some(buf) = self.free.get_mut(&other).and_then(Vec::pop) else { break };
+                drop(buf);
+                self.stats.free_buffers -= 1;
+                self.stats.free_elements -= other as u64;
+                self.stats.evictions += 1;
+            }
+        }
     }
 
     /// A zero-filled buffer of `len` elements.
@@ -61,8 +97,11 @@ impl<B: Backend> BufferPool<B> {
 
     /// Returns `buf` to the free list of its length.
     pub fn give(&mut self, backend: &B, buf: B::Buffer) {
+        let len = backend.len(&buf);
+        self.live_elements = self.live_elements.saturating_sub(len as u64);
         self.stats.free_buffers += 1;
-        self.free.entry(backend.len(&buf)).or_default().push(buf);
+        self.stats.free_elements += len as u64;
+        self.free.entry(len).or_default().push(buf);
     }
 
     /// The pool's counters.
@@ -74,5 +113,42 @@ impl<B: Backend> BufferPool<B> {
     pub fn clear(&mut self) {
         self.free.clear();
         self.stats.free_buffers = 0;
+        self.stats.free_elements = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CpuBackend;
+
+    /// One training step's worth of requests for a batch of `batch`: activations that scale
+    /// with it and weight gradients that do not, all given back at the end (as a tape's
+    /// reset does).
+    fn step(pool: &mut BufferPool<CpuBackend>, backend: &CpuBackend, batch: usize) {
+        let lens = [batch * 1000, batch * 500, batch * 10, 3000, 40];
+        let bufs: Vec<_> = lens.iter().map(|&l| pool.take(backend, l).unwrap()).collect();
+        bufs.into_iter().for_each(|b| pool.give(backend, b));
+    }
+
+    /// Issue 12, item 1: batches shortened by skipped images (every size from 16 down) do
+    /// not each leave a set of buffers behind: the pool stays at one step's worth.
+    #[test]
+    fn other_batch_sizes_do_not_pile_up_buffer_sets() {
+        let backend = CpuBackend::with_threads(1).unwrap();
+        let mut pool = BufferPool::new();
+        step(&mut pool, &backend, 16);
+        let one_step = pool.stats().free_elements;
+        assert_eq!(one_step, 16 * 1510 + 3040);
+        for batch in (1..=16).rev().chain([16, 16, 7, 16]) {
+            step(&mut pool, &backend, batch);
+            assert!(pool.stats().free_elements <= one_step, "batch {batch}: {:?}", pool.stats());
+        }
+        // Steady state needs no allocation at all.
+        let before = pool.stats().allocations;
+        step(&mut pool, &backend, 16);
+        step(&mut pool, &backend, 16);
+        assert_eq!(pool.stats().allocations - before, 0, "{:?}", pool.stats());
+        assert!(pool.stats().evictions > 0);
     }
 }
