@@ -30,11 +30,17 @@ pub struct PoolStats {
 /// A step of another batch size (the last of an epoch, or one shortened by skipped images)
 /// asks for other lengths: rather than keep a second set of buffers beside the first (a set
 /// per batch size seen, when skips make every size appear), a request that misses first
-/// drops free buffers of other lengths until the pool holds no more than the most any step
-/// has had in use at once. Memory stays at one step's worth; a step of a new size pays the
-/// allocations of a first step.
+/// drops free buffers of lengths not asked for since the step began ([`BufferPool::begin_step`])
+/// until the pool holds no more than the most any step has had in use at once. Lengths the
+/// current step uses are never dropped, so a step that gives a buffer back and later asks
+/// for another length keeps both, and the steady state allocates nothing. Memory stays at
+/// one step's worth; a step of a new size pays the allocations of a first step.
 pub struct BufferPool<B: Backend> {
     free: HashMap<usize, Vec<B::Buffer>>,
+    /// For each length, the step that last asked for it.
+    last_asked: HashMap<usize, u64>,
+    /// The current step (see [`BufferPool::begin_step`]).
+    step: u64,
     stats: PoolStats,
     /// Elements handed out and not yet given back.
     live_elements: u64,
@@ -44,7 +50,14 @@ pub struct BufferPool<B: Backend> {
 
 impl<B: Backend> Default for BufferPool<B> {
     fn default() -> Self {
-        Self { free: HashMap::new(), stats: PoolStats::default(), live_elements: 0, peak_live_elements: 0 }
+        Self {
+            free: HashMap::new(),
+            last_asked: HashMap::new(),
+            step: 0,
+            stats: PoolStats::default(),
+            live_elements: 0,
+            peak_live_elements: 0,
+        }
     }
 }
 
@@ -54,9 +67,16 @@ impl<B: Backend> BufferPool<B> {
         Self::default()
     }
 
+    /// Marks the start of a step: lengths not asked for from here on become candidates for
+    /// eviction when a request misses.
+    pub fn begin_step(&mut self) {
+        self.step += 1;
+    }
+
     /// A buffer of `len` elements with unspecified contents (the caller overwrites it).
     pub fn take(&mut self, backend: &B, len: usize) -> Result<B::Buffer> {
         let elements = len as u64;
+        self.last_asked.insert(len, self.step);
         self.live_elements += elements;
         self.peak_live_elements = self.peak_live_elements.max(self.live_elements);
         if let Some(buf) = self.free.get_mut(&len).and_then(Vec::pop) {
@@ -71,11 +91,13 @@ impl<B: Backend> BufferPool<B> {
         Ok(backend.zeros(len)?)
     }
 
-    /// Drops free buffers of lengths other than `len`, largest first, until what the pool
-    /// holds (free and handed out, the new buffer included) is within the peak in use.
+    /// Drops free buffers of lengths this step has not asked for, largest first, until what
+    /// the pool holds (free and handed out, the new buffer included) is within the peak in use.
     fn evict_for(&mut self, len: usize) {
+        let step = self.step;
+        let stale = |l: &usize| self.last_asked.get(l).is_none_or(|&asked| asked < step);
         let mut lengths: Vec<usize> =
-            self.free.iter().filter(|(l, v)| **l != len && !v.is_empty()).map(|(l, _)| *l).collect();
+            self.free.iter().filter(|(l, v)| **l != len && !v.is_empty() && stale(l)).map(|(l, _)| *l).collect();
         lengths.sort_unstable_by(|a, b| b.cmp(a));
         for other in lengths {
             while self.stats.free_elements + self.live_elements > self.peak_live_elements {
@@ -126,6 +148,7 @@ mod tests {
     /// with it and weight gradients that do not, all given back at the end (as a tape's
     /// reset does).
     fn step(pool: &mut BufferPool<CpuBackend>, backend: &CpuBackend, batch: usize) {
+        pool.begin_step();
         let lens = [batch * 1000, batch * 500, batch * 10, 3000, 40];
         let bufs: Vec<_> = lens.iter().map(|&l| pool.take(backend, l).unwrap()).collect();
         bufs.into_iter().for_each(|b| pool.give(backend, b));
@@ -150,5 +173,24 @@ mod tests {
         step(&mut pool, &backend, 16);
         assert_eq!(pool.stats().allocations - before, 0, "{:?}", pool.stats());
         assert!(pool.stats().evictions > 0);
+    }
+
+    /// A step that gives a buffer back and then asks for another length (as backward does
+    /// with temporaries) keeps both: after the first step it allocates nothing.
+    #[test]
+    fn a_step_that_recycles_mid_way_allocates_only_once() {
+        let backend = CpuBackend::with_threads(1).unwrap();
+        let mut pool = BufferPool::new();
+        for _ in 0..4 {
+            pool.begin_step();
+            let a = pool.take(&backend, 1000).unwrap();
+            pool.give(&backend, a);
+            let b = pool.take(&backend, 2000).unwrap();
+            let c = pool.take(&backend, 10).unwrap();
+            pool.give(&backend, b);
+            pool.give(&backend, c);
+        }
+        assert_eq!(pool.stats().allocations, 3, "{:?}", pool.stats());
+        assert_eq!(pool.stats().evictions, 0, "{:?}", pool.stats());
     }
 }

@@ -155,6 +155,7 @@ impl<B: Backend> Tape<B> {
         }
         self.pass += 1;
         self.store_id = None;
+        self.pool.begin_step();
     }
 
     /// The node index of `t`, checking it belongs to this pass.
