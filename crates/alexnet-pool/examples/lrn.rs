@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("LRN on {input} ({:.0} MB per tensor), {} threads", len as f64 * 4e-6, pool.current_num_threads());
     for (name, params) in [
         ("paper (alpha * sum)", LrnParams::paper()),
-        ("Caffe/PyTorch (alpha / n * sum)", LrnParams::new(5, 1e-4, 0.75, 2.0, AlphaConvention::Average)?),
+        ("Caffe/PyTorch (alpha / n * sum)", LrnParams::new(5, 1e-4, 0.75, 2.0, AlphaConvention::PyTorchCaffe)?),
     ] {
         // Twice, timing the second: the first call also pays for the output pages' first
         // touch and for starting the threads.

@@ -280,7 +280,10 @@ fn pool_cases(seed: u64) -> Vec<Case> {
 fn lrn_cases(seed: u64) -> Vec<Case> {
     let params = [
         (LrnParams::paper(), [2, 7, 2, 3]),
-        (LrnParams { size: 3, alpha: 0.5, beta: 0.75, k: 1.0, convention: AlphaConvention::Average }, [1, 4, 3, 3]),
+        (
+            LrnParams { size: 3, alpha: 0.5, beta: 0.75, k: 1.0, convention: AlphaConvention::PyTorchCaffe },
+            [1, 4, 3, 3],
+        ),
         (LrnParams { size: 5, alpha: 0.2, beta: 0.6, k: 2.0, convention: AlphaConvention::Paper }, [2, 3, 2, 2]),
     ];
     params

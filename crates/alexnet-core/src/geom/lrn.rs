@@ -2,14 +2,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// How `alpha` scales the sum of squares in local response normalisation.
+/// How `alpha` scales the sum of squares in local response normalisation. The same
+/// normalisation is written two ways: the paper's `alpha = 1e-4` is `alpha = 5e-4` under
+/// PyTorch's and Caffe's convention (window `n = 5`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum AlphaConvention {
-    /// The paper: `k + alpha * sum(a_j^2)`.
+    /// The paper's (Krizhevsky et al. 2012, section 3.3; also TensorFlow's
+    /// `tf.nn.local_response_normalization`): `k + alpha * sum(a_j^2)`.
     #[default]
     Paper,
-    /// Caffe and PyTorch's `LocalResponseNorm`: `k + (alpha / n) * sum(a_j^2)`.
-    Average,
+    /// PyTorch's `nn.LocalResponseNorm` and Caffe's `LRN` layer: `k + (alpha / n) * sum(a_j^2)`.
+    PyTorchCaffe,
 }
 
 /// Parameters of local response normalisation across channels:
@@ -40,7 +43,7 @@ impl LrnParams {
     ///
     /// ```
     /// use alexnet_core::{AlphaConvention, LrnParams};
-    /// let caffe = LrnParams::new(5, 1e-4, 0.75, 1.0, AlphaConvention::Average)?;
+    /// let caffe = LrnParams::new(5, 1e-4, 0.75, 1.0, AlphaConvention::PyTorchCaffe)?;
     /// assert!((caffe.sum_coefficient() - 2e-5).abs() < 1e-12);
     /// assert!(LrnParams::new(4, 1e-4, 0.75, 2.0, AlphaConvention::Paper).is_err());
     /// # Ok::<(), alexnet_core::Error>(())
@@ -69,7 +72,7 @@ impl LrnParams {
     pub fn sum_coefficient(&self) -> f32 {
         match self.convention {
             AlphaConvention::Paper => self.alpha,
-            AlphaConvention::Average => self.alpha / self.size as f32,
+            AlphaConvention::PyTorchCaffe => self.alpha / self.size as f32,
         }
     }
 
@@ -95,7 +98,7 @@ mod tests {
         let p = LrnParams::paper();
         assert_eq!((p.size, p.alpha, p.beta, p.k), (5, 1e-4, 0.75, 2.0));
         assert_eq!(p.sum_coefficient(), 1e-4);
-        let avg = LrnParams { convention: AlphaConvention::Average, ..p };
+        let avg = LrnParams { convention: AlphaConvention::PyTorchCaffe, ..p };
         assert!((avg.sum_coefficient() - 2e-5).abs() < 1e-12);
     }
 

@@ -142,7 +142,7 @@ mod tests {
     #[test]
     fn both_conventions_with_strong_normalisation() {
         // Large alpha and inputs make the cross-channel term dominate, so a wrong window shows.
-        for convention in [AlphaConvention::Paper, AlphaConvention::Average] {
+        for convention in [AlphaConvention::Paper, AlphaConvention::PyTorchCaffe] {
             let p = LrnParams::new(5, 0.5, 0.75, 2.0, convention).unwrap();
             check_case(p, Shape4::new(2, 7, 3, 2).unwrap(), 2.0, true);
             let p = LrnParams::new(3, 1.0, 0.5, 1.0, convention).unwrap();

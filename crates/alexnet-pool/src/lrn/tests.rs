@@ -13,7 +13,7 @@ fn params(size: usize, alpha: f32, beta: f32, k: f32, convention: AlphaConventio
 fn reference_forward(p: &LrnParams, input: Shape4, x: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let alpha = match p.convention {
         AlphaConvention::Paper => f64::from(p.alpha),
-        AlphaConvention::Average => f64::from(p.alpha) / p.size as f64,
+        AlphaConvention::PyTorchCaffe => f64::from(p.alpha) / p.size as f64,
     };
     let (mut b, mut s) = (vec![0.0; x.len()], vec![0.0; x.len()]);
     let half = p.size as isize / 2;
@@ -38,7 +38,7 @@ fn reference_forward(p: &LrnParams, input: Shape4, x: &[f64]) -> (Vec<f64>, Vec<
 /// The closed-form gradient in f64, summing over every `j` whose window holds `i`.
 fn reference_backward(p: &LrnParams, input: Shape4, x: &[f64], dy: &[f64]) -> Vec<f64> {
     let (b, s) = reference_forward(p, input, x);
-    let alpha = f64::from(p.alpha) / if p.convention == AlphaConvention::Average { p.size as f64 } else { 1.0 };
+    let alpha = f64::from(p.alpha) / if p.convention == AlphaConvention::PyTorchCaffe { p.size as f64 } else { 1.0 };
     let beta = f64::from(p.beta);
     let half = p.size / 2;
     let mut dx = vec![0.0; x.len()];
@@ -90,9 +90,9 @@ fn hand_computed_both_conventions() {
     assert_eq!(scale, [6.0, 15.0, 14.0]);
     assert_close("paper, beta 1", &y, &[1.0 / 6.0, 2.0 / 15.0, 3.0 / 14.0], 1e-7, 0.0);
     // Caffe/PyTorch's convention divides alpha by n: alpha = 3 there is the paper's alpha = 1.
-    assert_eq!(forward(params(3, 3.0, 1.0, 1.0, AlphaConvention::Average)), (y, scale));
+    assert_eq!(forward(params(3, 3.0, 1.0, 1.0, AlphaConvention::PyTorchCaffe)), (y, scale));
     // ... and alpha = 1 there is 1/3 here: s = 1 + [5, 14, 13] / 3.
-    let (y, scale) = forward(params(3, 1.0, 1.0, 1.0, AlphaConvention::Average));
+    let (y, scale) = forward(params(3, 1.0, 1.0, 1.0, AlphaConvention::PyTorchCaffe));
     assert_close("average, beta 1: scale", &scale, &[8.0 / 3.0, 17.0 / 3.0, 16.0 / 3.0], 1e-7, 0.0);
     assert_close("average, beta 1: y", &y, &[3.0 / 8.0, 6.0 / 17.0, 9.0 / 16.0], 1e-7, 0.0);
     // n = 5 spans all three channels: s = 2 + 14 = 16 everywhere and 16^-0.75 = 1/8.
@@ -105,10 +105,10 @@ fn hand_computed_both_conventions() {
 fn random_against_reference() {
     let cases = [
         LrnParams::paper(),
-        params(5, 1e-4, 0.75, 1.0, AlphaConvention::Average),
+        params(5, 1e-4, 0.75, 1.0, AlphaConvention::PyTorchCaffe),
         params(3, 0.5, 0.75, 1.0, AlphaConvention::Paper),
-        params(5, 2.0, 0.75, 1.0, AlphaConvention::Average),
-        params(7, 0.3, 0.6, 1.5, AlphaConvention::Average),
+        params(5, 2.0, 0.75, 1.0, AlphaConvention::PyTorchCaffe),
+        params(7, 0.3, 0.6, 1.5, AlphaConvention::PyTorchCaffe),
         params(5, 0.2, 1.0, 0.5, AlphaConvention::Paper),
         params(1, 1.0, 0.75, 1.0, AlphaConvention::Paper),
         params(3, 0.1, 0.0, 1.0, AlphaConvention::Paper),
@@ -149,9 +149,9 @@ fn small_channels_after_a_huge_one_stay_accurate() {
 fn gradient_checks() {
     for p in [
         params(3, 0.5, 0.75, 1.0, AlphaConvention::Paper),
-        params(5, 2.0, 0.75, 1.0, AlphaConvention::Average),
+        params(5, 2.0, 0.75, 1.0, AlphaConvention::PyTorchCaffe),
         params(5, 0.3, 0.6, 1.5, AlphaConvention::Paper),
-        params(3, 1.5, 1.2, 2.0, AlphaConvention::Average),
+        params(3, 1.5, 1.2, 2.0, AlphaConvention::PyTorchCaffe),
     ] {
         let input = shape(2, 6, 2, 3);
         let x = uniform_vec(21, input.numel(), -2.0, 2.0);
