@@ -5,14 +5,14 @@
 //! CPU reference that other backends are checked against.
 //!
 //! - [`conv2d_forward`]: `y = conv(x, w) + bias`;
-//! - [`conv2d_backward_input`], [`conv2d_backward_weight`], [`conv2d_backward_bias`]: the
-//!   three gradients, each written into a caller-provided buffer;
+//! - [`conv2d_backward_input`], [`conv2d_backward_weight`], [`channel_bias_grad`]: the
+//!   three gradients, each written into a caller-provided buffer (the bias gradient under the
+//!   name and layout of `alexnet_core::Backend::channel_bias_grad`);
 //! - [`ConvWorkspace`]: scratch (im2col columns) reused across calls, and the thread count;
 //! - [`gemm::sgemm`]: the row-major GEMM underneath, public for dense layers.
 //!
 //! ```
-//! use alexnet_conv::{ConvWorkspace, conv2d_backward_input, conv2d_forward};
-//! use alexnet_core::{Conv2dGeom, Shape4};
+//! use alexnet_conv::{Conv2dGeom, ConvWorkspace, Shape4, conv2d_backward_input, conv2d_forward};
 //!
 //! // AlexNet's conv2: 96 -> 256 channels, 5x5, padding 2, two groups, on one 27x27 image.
 //! let geom = Conv2dGeom::square(96, 256, 5, 1, 2, 2)?;
@@ -40,6 +40,12 @@ mod error;
 pub mod gemm;
 mod workspace;
 
-pub use conv2d::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
+pub use alexnet_core::{ChannelLayout, Conv2dGeom, Rounding, Shape4};
+pub use conv2d::{channel_bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 pub use error::ConvError;
 pub use workspace::ConvWorkspace;
+
+/// The README's code blocks, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

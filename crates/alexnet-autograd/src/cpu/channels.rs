@@ -1,4 +1,5 @@
-//! Per-channel kernels over a [`ChannelLayout`]: bias add/gradient and batch normalisation.
+//! Per-channel kernels over a [`ChannelLayout`]: bias add and batch normalisation (the bias
+//! gradient is `alexnet_conv::channel_bias_grad`).
 
 use alexnet_core::{BatchNormParams, ChannelLayout};
 use rayon::prelude::*;
@@ -45,14 +46,6 @@ fn channel_sum(layout: ChannelLayout, c: usize, mut g: impl FnMut(usize) -> f64)
 /// `y[o, c, i] += bias[c]`.
 pub(crate) fn add_channel_bias(layout: ChannelLayout, bias: &[f32], y: &mut [f32]) {
     for_each_run(layout, y, |c, run| run.iter_mut().for_each(|v| *v += bias[c]));
-}
-
-/// `dbias[c] = sum of dy over channel c`.
-pub(crate) fn channel_bias_grad(layout: ChannelLayout, dy: &[f32], dbias: &mut [f32]) {
-    let sums = per_channel(layout, |c| channel_sum(layout, c, |i| f64::from(dy[i])));
-    for (d, s) in dbias.iter_mut().zip(sums) {
-        *d = s as f32;
-    }
 }
 
 /// Training-mode batch normalisation (see `Backend::batch_norm_forward_train`).

@@ -3,7 +3,7 @@
 
 mod channels;
 mod elementwise;
-mod softmax;
+pub(crate) mod softmax;
 
 use std::sync::Mutex;
 
@@ -239,10 +239,7 @@ impl Backend for CpuBackend {
     }
 
     fn channel_bias_grad(&self, layout: ChannelLayout, dy: &Vec<f32>, dbias: &mut Vec<f32>) -> Result<()> {
-        check_len("channel_bias_grad", "dy", layout.numel(), dy.len())?;
-        check_len("channel_bias_grad", "dbias", layout.channels, dbias.len())?;
-        self.run(|| channels::channel_bias_grad(layout, dy, dbias));
-        Ok(())
+        self.run(|| alexnet_conv::channel_bias_grad(layout, dy, dbias)).map_err(conv_error)
     }
 
     fn conv2d_forward(
@@ -483,7 +480,8 @@ impl Backend for CpuBackend {
         check_len(OP, "dlogits", batch * classes, dlogits.len())?;
         let labels = labels_to_indices(OP, batch, classes, labels)?;
         let scale = dloss[0] / batch as f32;
-        self.run(|| softmax::softmax_xent_backward(classes, probs, &labels, scale, dlogits));
+        dlogits.copy_from_slice(probs);
+        self.run(|| softmax::probs_to_xent_grad(classes, &labels, scale, dlogits));
         Ok(())
     }
 

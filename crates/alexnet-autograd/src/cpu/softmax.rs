@@ -39,12 +39,11 @@ fn label_rank(scores: &[f32], label: usize) -> usize {
     scores.iter().enumerate().filter(|&(j, &s)| s > target || (s == target && j < label)).count()
 }
 
-/// `dlogits = scale * (probs - onehot(labels))`.
-pub(crate) fn softmax_xent_backward(classes: usize, probs: &[f32], labels: &[usize], scale: f32, dlogits: &mut [f32]) {
-    dlogits.par_chunks_mut(classes).enumerate().for_each(|(r, d)| {
-        let p = &probs[r * classes..][..classes];
-        for (j, (d, &p)) in d.iter_mut().zip(p).enumerate() {
-            *d = scale * (p - if j == labels[r] { 1.0 } else { 0.0 });
+/// `grad = scale * (probs - onehot(labels))`, in place over the probabilities.
+pub(crate) fn probs_to_xent_grad(classes: usize, labels: &[usize], scale: f32, probs_to_grad: &mut [f32]) {
+    probs_to_grad.par_chunks_mut(classes).zip(labels).for_each(|(row, &label)| {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = scale * (*v - if j == label { 1.0 } else { 0.0 });
         }
     });
 }

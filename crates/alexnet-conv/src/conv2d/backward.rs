@@ -1,7 +1,7 @@
 //! Backward convolution: input gradient (GEMM + col2im), weight gradient (GEMM against the
 //! im2col columns, summed over the batch) and bias gradient (sum of `dy` per channel).
 
-use alexnet_core::{Conv2dGeom, Shape4, check_len};
+use alexnet_core::{ChannelLayout, Conv2dGeom, Shape4, check_len};
 use rayon::prelude::*;
 
 use super::im2col::{col2im, im2col};
@@ -143,19 +143,35 @@ pub fn conv2d_backward_weight(
     Ok(())
 }
 
-/// Gradient of the loss with respect to the bias: `db[o] = sum over n, y, x of dy[n, o, y, x]`,
-/// written into `db` (overwritten, `out_channels` elements). Sums are accumulated in `f64`.
+/// Gradient of the loss with respect to a per-channel bias: `dbias[c] = sum over o, i of
+/// dy[o, c, i]` for `dy` laid out as `layout` (`[outer, channels, inner]`), written into
+/// `dbias` (overwritten, `channels` elements). Sums are accumulated in `f64`. The same name
+/// and layout as `alexnet_core::Backend::channel_bias_grad`: for a convolution,
+/// `ChannelLayout::from(geom.output_shape(input)?)`; for a dense layer's `[n, out]` output,
+/// `ChannelLayout { outer: n, channels: out, inner: 1 }`. Runs in the current rayon pool,
+/// channels in parallel when `dy` is large.
 ///
 /// # Errors
-/// Invalid geometry for `input`, or `dy` / `db` of the wrong length, naming the buffer.
-pub fn conv2d_backward_bias(geom: &Conv2dGeom, input: Shape4, dy: &[f32], db: &mut [f32]) -> Result<(), ConvError> {
-    const OP: &str = "conv2d_backward_bias";
-    let plan = Plan::new(OP, geom, input)?;
-    check_len(OP, "dy", plan.batch * plan.output_image_len(), dy.len())?;
-    check_len(OP, "db", geom.out_channels, db.len())?;
-    for (o, db) in db.iter_mut().enumerate() {
-        let sum: f64 = (0..plan.batch).map(|n| plane_sum(&dy[(n * geom.out_channels + o) * plan.p..][..plan.p])).sum();
-        *db = sum as f32;
+/// `dy` / `dbias` of the wrong length, naming the buffer; a layout whose element count
+/// overflows `usize`.
+pub fn channel_bias_grad(layout: ChannelLayout, dy: &[f32], dbias: &mut [f32]) -> Result<(), ConvError> {
+    const OP: &str = "channel_bias_grad";
+    let ChannelLayout { outer, channels, inner } = layout;
+    let numel = outer
+        .checked_mul(channels)
+        .and_then(|n| n.checked_mul(inner))
+        .ok_or(ConvError::SizeOverflow { op: OP, what: "dy elements" })?;
+    check_len(OP, "dy", numel, dy.len())?;
+    check_len(OP, "dbias", channels, dbias.len())?;
+    let channel_sum = |c: usize| -> f32 {
+        (0..outer).map(|o| plane_sum(&dy[(o * channels + c) * inner..][..inner])).sum::<f64>() as f32
+    };
+    // Below this many elements a parallel split costs more than it saves.
+    const PARALLEL_MIN: usize = 1 << 15;
+    if numel >= PARALLEL_MIN {
+        dbias.par_iter_mut().enumerate().for_each(|(c, db)| *db = channel_sum(c));
+    } else {
+        dbias.iter_mut().enumerate().for_each(|(c, db)| *db = channel_sum(c));
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ mod im2col;
 #[cfg(test)]
 mod tests;
 
-pub use backward::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight};
+pub use backward::{channel_bias_grad, conv2d_backward_input, conv2d_backward_weight};
 pub use forward::conv2d_forward;
 
 use alexnet_core::{Conv2dGeom, Shape4};

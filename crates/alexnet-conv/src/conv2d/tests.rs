@@ -4,7 +4,8 @@
 use alexnet_core::{Axis, Conv2dGeom, Error, Rounding, Shape4, rng};
 
 use crate::{
-    ConvError, ConvWorkspace, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+    ChannelLayout, ConvError, ConvWorkspace, channel_bias_grad, conv2d_backward_input, conv2d_backward_weight,
+    conv2d_forward,
 };
 
 /// `len` uniform values in `[-1, 1)` from stream `seed`.
@@ -141,7 +142,7 @@ fn check_against_reference(geom: &Conv2dGeom, input: Shape4, threads: usize, see
     conv2d_backward_weight(geom, input, &x, &dy, &mut dw, &mut ws).unwrap();
     assert_close(&format!("dw {case}"), &dw, &want_dw, tol(out.n * out.plane_len()));
     let mut db = vec![f32::NAN; geom.out_channels];
-    conv2d_backward_bias(geom, input, &dy, &mut db).unwrap();
+    channel_bias_grad(out.into(), &dy, &mut db).unwrap();
     let want_db: Vec<f64> = (0..out.c)
         .map(|o| (0..out.numel()).filter(|i| (i / out.plane_len()) % out.c == o).map(|i| f64::from(dy[i])).sum())
         .collect();
@@ -361,7 +362,7 @@ fn gradients_match_central_differences() {
         conv2d_backward_weight(&g, input, &x, &r, &mut dw, &mut ws).unwrap();
         assert_close(&format!("dw {g:?}"), &dw, &loss.numeric_grad(&x64, &w64, &b64, 1), 1e-4);
         let mut db = vec![0.0; g.out_channels];
-        conv2d_backward_bias(&g, input, &r, &mut db).unwrap();
+        channel_bias_grad(g.output_shape(input).unwrap().into(), &r, &mut db).unwrap();
         assert_close(&format!("db {g:?}"), &db, &loss.numeric_grad(&x64, &w64, &b64, 2), 1e-4);
     }
 }
@@ -469,11 +470,11 @@ fn invalid_inputs_are_errors_naming_the_values() {
     assert_eq!(bw(&x, &short(&y), &mut w.clone(), &mut ws), buffer_err(op, "dy", 300));
     assert_eq!(bw(&x, &y, &mut short(&w), &mut ws), buffer_err(op, "dw", 108));
 
-    let op = "conv2d_backward_bias";
-    assert_eq!(conv2d_backward_bias(&g, input, &short(&y), &mut b.clone()).unwrap_err(), buffer_err(op, "dy", 300));
-    assert_eq!(conv2d_backward_bias(&g, input, &y, &mut short(&b)).unwrap_err(), buffer_err(op, "db", 6));
+    let op = "channel_bias_grad";
+    assert_eq!(channel_bias_grad(out.into(), &short(&y), &mut b.clone()).unwrap_err(), buffer_err(op, "dy", 300));
+    assert_eq!(channel_bias_grad(out.into(), &y, &mut short(&b)).unwrap_err(), buffer_err(op, "dbias", 6));
 
-    // Geometry errors come first and are the same from all four functions.
+    // Geometry errors come first and are the same from all three functions that take one.
     let bad: [(Conv2dGeom, Shape4, Error); 6] = [
         (
             g,
@@ -502,8 +503,13 @@ fn invalid_inputs_are_errors_naming_the_values() {
     let huge = geom(1, 1, (1, 1), (1, 1), (0, 0), 1);
     let huge_input = shape(usize::MAX / 2, 1, 2, 2);
     assert_eq!(
-        conv2d_backward_bias(&huge, huge_input, &y, &mut b.clone()).unwrap_err(),
-        ConvError::SizeOverflow { op: "conv2d_backward_bias", what: "input elements" }
+        conv2d_backward_weight(&huge, huge_input, &x, &y, &mut w.clone(), &mut ws).unwrap_err(),
+        ConvError::SizeOverflow { op: "conv2d_backward_weight", what: "input elements" }
+    );
+    let huge = ChannelLayout { outer: usize::MAX / 2, channels: 6, inner: 4 };
+    assert_eq!(
+        channel_bias_grad(huge, &y, &mut b.clone()).unwrap_err(),
+        ConvError::SizeOverflow { op: "channel_bias_grad", what: "dy elements" }
     );
 
     for (bad_geom, bad_input, want) in bad {
@@ -514,6 +520,5 @@ fn invalid_inputs_are_errors_naming_the_values() {
         assert_eq!(conv2d_forward(&bad_geom, bad_input, &x, &w, None, &mut dw, &mut ws).unwrap_err(), want);
         assert_eq!(conv2d_backward_input(&bad_geom, bad_input, &w, &y, &mut dx, &mut ws).unwrap_err(), want);
         assert_eq!(conv2d_backward_weight(&bad_geom, bad_input, &x, &y, &mut dw, &mut ws).unwrap_err(), want);
-        assert_eq!(conv2d_backward_bias(&bad_geom, bad_input, &y, &mut dw).unwrap_err(), want);
     }
 }
