@@ -14,13 +14,16 @@
 //! - Buffers come from a [`BufferPool`] inside the tape and return to it on
 //!   [`Tape::reset`]: a loop that keeps one tape allocates no new buffers after warm-up.
 //! - Shape errors are `Err(AutogradError::Shape { op, expected, got })`, never panics.
+//! - [`softmax_cross_entropy()`]: the mean loss and its gradient on host slices, without a
+//!   tape, for training loops of your own.
+//! - [`Backend`] and the geometry the ops take are re-exported from `alexnet-core`, so this
+//!   crate is usable alone.
 //! - [`conformance`] holds backend-generic test bodies and the
 //!   [`backend_conformance_tests!`] macro that instantiates them for a backend.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use alexnet_autograd::{AutogradError, CpuBackend, ParamStore, Tape};
-//! use alexnet_core::{Conv2dGeom, SgdStep};
+//! use alexnet_autograd::{AutogradError, Conv2dGeom, CpuBackend, ParamStore, SgdStep, Tape};
 //!
 //! let backend = Arc::new(CpuBackend::new());
 //! let mut store = ParamStore::new(backend.clone());
@@ -58,16 +61,24 @@ mod cpu;
 mod error;
 mod grad;
 pub mod gradcheck;
+mod loss;
 mod ops;
 mod params;
 pub mod small_net;
 mod tape;
 mod tensor;
 
+pub use alexnet_core::{Backend, Conv2dGeom, LrnParams, PoolGeom, Rounding, SgdStep, Shape4};
 pub use buffer_pool::{BufferPool, PoolStats};
 pub use cpu::CpuBackend;
 pub use error::{AutogradError, Result};
 pub use gradcheck::{GradcheckConfig, GradcheckReport, gradcheck};
+pub use loss::softmax_cross_entropy;
 pub use params::{ParamId, ParamKind, ParamStore};
 pub use tape::{Mode, Tape};
 pub use tensor::{Dims, HostTensor, Tensor};
+
+/// The README's code blocks, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
