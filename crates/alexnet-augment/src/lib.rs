@@ -61,3 +61,8 @@ pub use stages::normalize::{MeanImage, Normalize};
 pub use stages::pca::{CacheReport, ColourStats, PcaNoise, StatsOptions, symmetric_eigen};
 pub use stages::resize::{ChwAffine, Region, ResizeBuffers, ResizeCentreCrop};
 pub use transform::{Augment, Plan, Scratch, Transform, sample_rng};
+
+/// The README's code blocks, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

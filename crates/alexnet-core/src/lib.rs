@@ -34,3 +34,8 @@ pub use error::{Axis, Error, Result, check_len};
 pub use geom::{AlphaConvention, Conv2dGeom, LrnParams, PoolGeom, PoolKind, Rounding, window_output};
 pub use rng::MaskWindow;
 pub use shape::Shape4;
+
+/// The README's code blocks, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -85,3 +85,8 @@ fn test_backend_or_skip(made: Result<OpenClBackend, OpenClError>) -> Option<Open
         }
     }
 }
+
+/// The README's code blocks, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -126,3 +126,8 @@ fn checked_numel(op: &'static str, shape: Shape4) -> Result<usize> {
 fn check_buffer(op: &'static str, buffer: &'static str, expected: usize, got: usize) -> Result<()> {
     Ok(alexnet_core::check_len(op, buffer, expected, got)?)
 }
+
+/// The README's code blocks, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -43,3 +43,8 @@ pub use trainer::{
     BatchReport, LoadedModel, LogitsFn, Observer, RunResult, Silent, Trainer, evaluate, input_for, load_model,
     model_logits,
 };
+
+/// The README's code blocks, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
