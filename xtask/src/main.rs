@@ -14,6 +14,7 @@ macro_rules! dispatch {
 
 mod bench;
 mod ci;
+mod distributed;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -157,6 +158,18 @@ struct TrainArgs {
     /// No progress bars (one line per epoch).
     #[arg(long)]
     quiet: bool,
+    /// Train as one rank of an MPI job: `mpirun -np N target/release/xtask train
+    /// --distributed ...`, with xtask built with `--features mpi`. Every rank takes its
+    /// share of each batch on its own device (OpenCL: its index among the ranks on its
+    /// machine, unless --device; CPU: the machine's cores shared among its ranks); rank 0
+    /// writes the run files. See docs/distributed.md.
+    #[arg(long)]
+    distributed: bool,
+    /// With --distributed: a rank that waits this long in one exchange for the others ends
+    /// the job (a rank is stuck or gone). Must exceed how long rank 0 may lag behind the
+    /// others (it alone writes checkpoints).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+    collective_timeout: f64,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -392,7 +405,8 @@ fn newest_run(runs_dir: &Path) -> AnyResult<PathBuf> {
     newest.ok_or_else(|| format!("no run with checkpoints under {}; pass --resume RUN_DIR", runs_dir.display()).into())
 }
 
-fn train(args: TrainArgs) -> AnyResult {
+/// The run to train: a fresh configuration, or a run folder to resume with its own.
+fn resolve_run(args: &TrainArgs) -> AnyResult<(RunConfig, Option<PathBuf>)> {
     let (mut config, resume_dir) = match &args.resume {
         Some(dir) => {
             let dir = if dir.as_os_str() == "latest" && !dir.exists() {
@@ -402,19 +416,33 @@ fn train(args: TrainArgs) -> AnyResult {
             };
             (RunConfig::load_run(&dir)?, Some(dir))
         }
-        None => (resolve_config(&args)?, None),
+        None => (resolve_config(args)?, None),
     };
     // Where a session runs may differ from where the run started.
     config.devices = args.devices.clone().unwrap_or(config.devices);
     config.parallel = args.parallel.unwrap_or(config.parallel);
+    Ok((config, resume_dir))
+}
+
+/// This session's backend options (the command line over the run's configuration) and kind.
+fn session_backend(args: &TrainArgs, config: &RunConfig) -> (BackendArgs, BackendKind) {
     let backend_args = BackendArgs {
         backend: args.backend.backend.or(Some(config.backend)),
         device: args.backend.device.or(Some(config.device)),
         threads: args.backend.threads.or(Some(config.threads)),
     };
+    let kind = backend_args.backend.unwrap_or(config.backend);
+    (backend_args, kind)
+}
+
+fn train(args: TrainArgs) -> AnyResult {
+    if args.distributed {
+        return distributed::train(args);
+    }
+    let (config, resume_dir) = resolve_run(&args)?;
+    let (backend_args, kind) = session_backend(&args, &config);
     let devices =
         if config.devices.is_empty() { vec![backend_args.device.unwrap_or(0)] } else { config.devices.clone() };
-    let kind = backend_args.backend.unwrap_or(config.backend);
     match make_backends(&backend_args, kind, &devices)? {
         AnyBackends::Cpu(list) => train_on(placement(list, config.parallel)?, config, resume_dir, &args),
         AnyBackends::OpenCl(list) => train_on(placement(list, config.parallel)?, config, resume_dir, &args),
@@ -439,10 +467,16 @@ fn train_on<B: Backend + 'static>(
     args: &TrainArgs,
 ) -> AnyResult {
     let backend_name = placement.describe();
+    let (rank, _) = placement.process();
     let mut trainer = match &resume_dir {
         Some(dir) => Trainer::resume(dir, placement, args.epochs)?,
         None => Trainer::new(config, placement)?,
     };
+    if rank > 0 {
+        // Rank 0 reports for the group.
+        trainer.fit(&mut distributed::RankNotes(rank))?;
+        return Ok(());
+    }
     let c = trainer.config();
     let (train_n, val_n, test_n) = trainer.split_sizes();
     println!(

@@ -14,7 +14,9 @@
 //!   channel -> batcher (restores order) -> bounded channel -> consumer. Each sample's
 //!   randomness comes from `(seed, epoch, index)`, so batches are bit-identical for any
 //!   number of workers. Dropping an [`Epoch`] stops and joins every thread. Unusable
-//!   samples are skipped and reported once each ([`Loader::take_new_skips`]).
+//!   samples are skipped and reported once each ([`Loader::take_new_skips`]). A loader
+//!   may build only one shard of every batch ([`LoaderBuilder::shard`]), for processes
+//!   that train on a batch together.
 //!
 //! ```
 //! use alexnet_augment::{Channels, Idx, Loader, Normalize, Transform};
@@ -49,7 +51,7 @@ mod transform;
 
 pub use error::{Error, Result};
 pub use image::Image;
-pub use pipeline::{Batch, Epoch, Loader, LoaderBuilder, PipelineStats, Skip};
+pub use pipeline::{Batch, Epoch, Loader, LoaderBuilder, PipelineStats, Skip, shard_range};
 pub use source::{
     CIFAR10_CLASSES, Cifar10Bin, FASHION_MNIST_CLASSES, FashionMnist, Idx, ImageFolder, ImageFolderOptions, RawSample,
     Source, fashion_mnist, verify_sha256sums,

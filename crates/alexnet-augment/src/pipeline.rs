@@ -71,6 +71,15 @@ pub struct LoaderBuilder {
     seed: u64,
     shuffle: bool,
     drop_last: bool,
+    /// `(index, count)`: build only this shard of every batch.
+    shard: (usize, usize),
+}
+
+/// The contiguous part `[start, end)` of `len` items that shard `index` of `count` takes:
+/// sizes differ by at most one, in shard order, and the shards tile `0..len`.
+pub fn shard_range(len: usize, index: usize, count: usize) -> (usize, usize) {
+    assert!(index < count, "shard {index} of {count}");
+    (len * index / count, len * (index + 1) / count)
 }
 
 impl LoaderBuilder {
@@ -112,9 +121,23 @@ impl LoaderBuilder {
         self
     }
 
+    /// Build only shard `index` of `count` of every batch ([`shard_range`] of its
+    /// positions; default: shard 0 of 1, the whole batch). For data-parallel training in
+    /// several processes: each decodes only its own share, with the randomness the whole
+    /// batch would give it. Batches keep their numbers, and every batch is delivered, even
+    /// an empty one (a short last batch, or skips), so that the shards stay in step.
+    pub fn shard(mut self, index: usize, count: usize) -> Self {
+        self.shard = (index, count);
+        self
+    }
+
     /// Checks the configuration and builds the loader.
     pub fn build<S: Source + 'static>(self, source: S) -> Result<Loader> {
         self.transform.validate()?;
+        let (index, count) = self.shard;
+        if index >= count {
+            return Err(Error::Config(format!("shard {index} of {count}: the index must be below the count")));
+        }
         if self.batch_size == 0 || self.workers == 0 || self.batch_capacity == 0 {
             return Err(Error::Config(format!(
                 "batch_size ({}), workers ({}) and batch_capacity ({}) must be at least 1",
@@ -192,6 +215,7 @@ impl Loader {
             seed: 0,
             shuffle: true,
             drop_last: false,
+            shard: (0, 1),
         }
     }
 
@@ -269,12 +293,15 @@ impl Loader {
         }
         let mut threads = Vec::new();
         let (n, b) = (order.len(), cfg.batch_size);
+        let (shard, shards) = cfg.shard;
         threads.push(std::thread::spawn(move || {
             for number in first_batch..total {
                 if credit_rx.recv().is_err() {
                     return;
                 }
-                let job = Job { number, positions: number * b..((number + 1) * b).min(n) };
+                let (first, end) = (number * b, ((number + 1) * b).min(n));
+                let (start, stop) = shard_range(end - first, shard, shards);
+                let job = Job { number, positions: first + start..first + stop };
                 if job_tx.send(job).is_err() {
                     return;
                 }
@@ -307,6 +334,7 @@ impl Loader {
         }
         drop((job_rx, result_tx));
         let batcher_counters = counters.clone();
+        let sharded = shards > 1;
         threads.push(std::thread::spawn(move || {
             let mut pending = BTreeMap::new();
             let mut next = first_batch;
@@ -316,8 +344,9 @@ impl Loader {
                     next += 1;
                     let waited = Instant::now();
                     let samples = batch.len() as u64;
-                    // Batches left empty by skips are not sent; the numbering stays intact.
-                    if samples > 0 && batch_tx.send(batch).is_err() {
+                    // Batches left empty by skips are not sent (the numbering stays intact),
+                    // except to a shard, whose group must take every step together.
+                    if (samples > 0 || sharded) && batch_tx.send(batch).is_err() {
                         return;
                     }
                     batcher_counters.producer_wait_ns.fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -108,6 +108,60 @@ fn resuming_mid_epoch_gives_the_remaining_batches() {
 }
 
 #[test]
+fn shards_build_their_part_of_every_batch_with_the_same_pixels() {
+    // 18 images and 2 unusable files in batches of 5; each shard builds its positions of
+    // every batch (the last one short), and together, in shard order, the shards give the
+    // unsharded batches bit for bit, skips included.
+    let dir = tempfile::tempdir().unwrap();
+    common::write_folder(dir.path(), &["a", "b", "c"], 6);
+    std::fs::write(dir.path().join("a/bad.jpg"), b"").unwrap();
+    std::fs::write(dir.path().join("c/bad.jpg"), b"not an image").unwrap();
+    let whole = collect(&folder_loader(dir.path(), 2), 1);
+    let loader = folder_loader(dir.path(), 2);
+    let total = loader.batches_per_epoch();
+    for count in [2, 3, 7] {
+        let shards: Vec<Vec<Batch>> = (0..count)
+            .map(|index| {
+                let sharded = Loader::builder(loader.transform().clone())
+                    .batch_size(5)
+                    .workers(2)
+                    .seed(42)
+                    .shard(index, count)
+                    .build(ImageFolder::open(dir.path()).unwrap())
+                    .unwrap();
+                sharded.epoch(1).collect()
+            })
+            .collect();
+        for (index, batches) in shards.iter().enumerate() {
+            // Every batch number is delivered, empty or not, so shards stay in step.
+            assert_eq!(batches.iter().map(|b| b.number).collect::<Vec<_>>(), (0..total).collect::<Vec<_>>());
+            for b in batches {
+                let nominal = if b.number + 1 == total { 20 - 5 * b.number } else { 5 };
+                let (start, end) = shard_range(nominal, index, count);
+                assert!(b.len() <= end - start, "shard {index} of {count}, batch {}", b.number);
+            }
+        }
+        let mut whole_iter = whole.iter();
+        for number in 0..total {
+            let parts: Vec<&Batch> = shards.iter().map(|s| &s[number]).collect();
+            let joined: Vec<f32> = parts.iter().flat_map(|b| b.images.iter().copied()).collect();
+            let indices: Vec<usize> = parts.iter().flat_map(|b| b.indices.iter().copied()).collect();
+            if indices.is_empty() {
+                continue;
+            }
+            let want = whole_iter.next().unwrap();
+            assert_eq!(want.number, number);
+            assert_eq!(indices, want.indices, "{count} shards, batch {number}");
+            assert_eq!(joined, want.images, "{count} shards, batch {number}");
+        }
+        assert!(whole_iter.next().is_none());
+    }
+    assert!(
+        Loader::builder(loader.transform().clone()).shard(2, 2).build(ImageFolder::open(dir.path()).unwrap()).is_err()
+    );
+}
+
+#[test]
 fn drop_last_and_no_shuffle() {
     let dir = tempfile::tempdir().unwrap();
     let (ip, lp) = common::write_idx(dir.path(), 10, 4, 4);

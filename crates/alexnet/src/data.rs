@@ -347,7 +347,8 @@ impl Datasets {
         }
     }
 
-    /// A loader over `source` with `transform`.
+    /// A loader over `source` with `transform` that builds shard `shard.0` of `shard.1`
+    /// of every batch (`(0, 1)`: whole batches).
     pub fn loader(
         source: &Arc<dyn Source>,
         transform: Transform,
@@ -355,12 +356,14 @@ impl Datasets {
         workers: usize,
         seed: u64,
         shuffle: bool,
+        shard: (usize, usize),
     ) -> Result<Loader> {
         Loader::builder(transform)
             .batch_size(batch_size)
             .workers(workers)
             .seed(seed)
             .shuffle(shuffle)
+            .shard(shard.0, shard.1)
             .build(source.clone())
             .map_err(|e| Error::config(format!("data loader: {e}")))
     }

@@ -77,6 +77,18 @@ pub struct SplitMetrics {
     pub images: u64,
 }
 
+impl SplitMetrics {
+    /// The metrics of a pass whose losses sum to `loss_sum` over the samples `topk` counts.
+    pub fn from_sums(loss_sum: f64, topk: &TopK) -> Self {
+        Self {
+            loss: loss_sum / topk.count.max(1) as f64,
+            top1_error: topk.top1_error(),
+            top5_error: topk.top5_error(),
+            images: topk.count,
+        }
+    }
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {

@@ -148,10 +148,26 @@ pub fn evaluate(
     what: &str,
     obs: &mut dyn Observer,
 ) -> Result<SplitMetrics> {
+    let (loss_sum, topk) = evaluate_sums(logits, classes, loader, what, obs)?;
+    split_metrics(loss_sum, &topk, what)
+}
+
+/// [`evaluate`]'s sum of losses and top-k tally (a loader's shard may have empty batches).
+fn evaluate_sums(
+    logits: &mut LogitsFn<'_>,
+    classes: usize,
+    loader: &Loader,
+    what: &str,
+    obs: &mut dyn Observer,
+) -> Result<(f64, TopK)> {
     let mut topk = TopK::default();
     let mut loss_sum = 0.0f64;
     obs.eval_start(what, loader.batches_per_epoch());
     for batch in loader.epoch(0) {
+        if batch.is_empty() {
+            obs.eval_batch();
+            continue;
+        }
         let mut probs = logits(&batch.images, &batch.shape)?;
         softmax_rows(&mut probs, classes, || format!("{what} batch {}", batch.number + 1))?;
         let views = batch.views;
@@ -170,15 +186,16 @@ pub fn evaluate(
     }
     obs.eval_end();
     report_skips(loader, obs);
+    Ok((loss_sum, topk))
+}
+
+/// The metrics of an evaluation whose losses sum to `loss_sum` over the samples `topk`
+/// counts; an error if there were none.
+fn split_metrics(loss_sum: f64, topk: &TopK, what: &str) -> Result<SplitMetrics> {
     if topk.count == 0 {
         return Err(Error::config(format!("none of the {what} images could be used (each was skipped, see above)")));
     }
-    Ok(SplitMetrics {
-        loss: loss_sum / topk.count.max(1) as f64,
-        top1_error: topk.top1_error(),
-        top5_error: topk.top5_error(),
-        images: topk.count,
-    })
+    Ok(SplitMetrics::from_sums(loss_sum, topk))
 }
 
 /// A training run in progress, on one device or several ([`Placement`]).
@@ -186,8 +203,10 @@ pub struct Trainer {
     config: RunConfig,
     info: ModelInfo,
     engine: Box<dyn Engine>,
-    /// Whether this process writes the run's files (not so on MPI ranks other than 0).
-    writes_files: bool,
+    /// This process's rank and the number of processes training together (`(0, 1)`
+    /// unless distributed): each loads and evaluates its own share of every batch, and
+    /// only rank 0 writes the run's files.
+    process: (usize, usize),
     scheduler: LrScheduler,
     step: u64,
     epochs_done: usize,
@@ -217,28 +236,35 @@ impl Trainer {
     /// checkpoints is refused (resume it, or pick another name). `placement` is a backend
     /// (`Arc<B>`) for one device, or a [`Placement`] for several.
     pub fn new<B: Backend + 'static>(config: RunConfig, placement: impl Into<Placement<B>>) -> Result<Self> {
-        let placement = placement.into();
-        config.validate()?;
-        let run_dir = config.run_dir();
-        let ckpt_dir = run_dir.join("checkpoints");
-        if ckpt_dir.is_dir() && CheckpointDir::new(&ckpt_dir, 1)?.latest()?.is_some() {
-            return Err(Error::config(format!(
-                "run folder {} already has checkpoints; pass --resume to continue it or --name to start another run",
-                run_dir.display()
-            )));
-        }
-        let (data, info) = Self::open_data(&config)?;
-        let arch = info.architecture()?;
-        let writes_files = placement.is_primary_process();
+        let mut placement = placement.into();
+        let process = placement.process();
+        let prepared = (|| -> Result<_> {
+            config.validate()?;
+            let run_dir = config.run_dir();
+            let ckpt_dir = run_dir.join("checkpoints");
+            if ckpt_dir.is_dir() && CheckpointDir::new(&ckpt_dir, 1)?.latest()?.is_some() {
+                return Err(Error::config(format!(
+                    "run folder {} already has checkpoints; pass --resume to continue it or --name to start another run",
+                    run_dir.display()
+                )));
+            }
+            let (data, info) = Self::open_data(&config)?;
+            let scheduler = LrScheduler::new(config.optim.schedule, config.optim.lr, config.optim.epochs)?;
+            Ok((data, info.architecture()?, info, scheduler))
+        })();
+        // A process that fails here ends its group, or the others would wait for it.
+        let (data, arch, info, scheduler) = prepared.inspect_err(|e| placement.abort(&e.to_string()))?;
         let engine = build_engine(&arch, placement, &init_params(&arch, config.init, config.seed), None)?;
+        let run_dir = config.run_dir();
         let log = MetricsLog::new(run_dir.join("metrics.jsonl"));
-        if writes_files {
-            std::fs::create_dir_all(&run_dir).map_err(Error::io(&run_dir))?;
-            crate::atomic::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
-            log.truncate_after(0)?;
-        }
-        let scheduler = LrScheduler::new(config.optim.schedule, config.optim.lr, config.optim.epochs)?;
-        Self::assemble(config, info, engine, writes_files, scheduler, data, log)
+        Self::assemble(config, info, engine, process, scheduler, data, log, |trainer| {
+            if process.0 == 0 {
+                std::fs::create_dir_all(&run_dir).map_err(Error::io(&run_dir))?;
+                crate::atomic::write_atomic(&run_dir.join(CONFIG_FILE), trainer.config.to_toml()?.as_bytes())?;
+                trainer.log.truncate_after(0)?;
+            }
+            Ok(())
+        })
     }
 
     /// Continues the run in `run_dir` from its newest checkpoint (at an epoch's end or inside
@@ -250,36 +276,45 @@ impl Trainer {
         placement: impl Into<Placement<B>>,
         epochs: Option<usize>,
     ) -> Result<Self> {
-        let placement = placement.into();
-        // The run lives where it is resumed from, wherever it was started.
-        let mut config = RunConfig::load_run(run_dir)?;
-        config.optim.max_steps = None;
-        if let Some(e) = epochs {
-            config.optim.epochs = e;
-        }
-        let writes_files = placement.is_primary_process();
-        let mut ckpts = CheckpointDir::new(config.run_dir().join("checkpoints"), config.output.keep_last)?;
-        let mut notes = if writes_files { ckpts.clean_leftovers(&config.run_dir()) } else { Vec::new() };
-        let (latest, ckpt, loaded_notes) = ckpts.resume_latest(writes_files)?;
-        notes.extend(loaded_notes);
-        let (mut data, info) = Self::open_data(&config)?;
-        let saved = ModelInfo::from_metadata(&ckpt.metadata, &latest)?;
-        notes.extend(data.keep_checkpoint_model(&saved, &info, &latest)?);
-        let engine = build_engine(&saved.architecture()?, placement, &ckpt.weights, Some(&ckpt.momentum))?;
+        let mut placement = placement.into();
+        let process = placement.process();
+        let writes_files = process.0 == 0;
+        let prepared = (|| -> Result<_> {
+            // The run lives where it is resumed from, wherever it was started.
+            let mut config = RunConfig::load_run(run_dir)?;
+            config.optim.max_steps = None;
+            if let Some(e) = epochs {
+                config.optim.epochs = e;
+            }
+            let mut ckpts = CheckpointDir::new(config.run_dir().join("checkpoints"), config.output.keep_last)?;
+            let mut notes = if writes_files { ckpts.clean_leftovers(&config.run_dir()) } else { Vec::new() };
+            let (latest, ckpt, loaded_notes) = ckpts.resume_latest(writes_files)?;
+            notes.extend(loaded_notes);
+            let (mut data, info) = Self::open_data(&config)?;
+            let saved = ModelInfo::from_metadata(&ckpt.metadata, &latest)?;
+            notes.extend(data.keep_checkpoint_model(&saved, &info, &latest)?);
+            Ok((config, ckpts, notes, ckpt, data, saved.architecture()?, saved))
+        })();
+        // A process that fails here ends its group, or the others would wait for it.
+        let (config, ckpts, notes, ckpt, data, arch, saved) =
+            prepared.inspect_err(|e| placement.abort(&e.to_string()))?;
+        let engine = build_engine(&arch, placement, &ckpt.weights, Some(&ckpt.momentum))?;
         let log = MetricsLog::new(config.run_dir().join("metrics.jsonl"));
-        if writes_files {
-            log.truncate_after(ckpt.state.epochs_done)?;
-        }
         let mut scheduler = ckpt.state.scheduler.clone();
         scheduler.epochs = config.optim.epochs;
-        let mut trainer = Self::assemble(config, saved, engine, writes_files, scheduler, data, log)?;
-        trainer.step = ckpt.state.step;
-        trainer.epochs_done = ckpt.state.epochs_done;
-        trainer.best_val_error = ckpt.state.best_val_error;
-        trainer.resume_at = ckpt.state.partial_epoch.map(|partial| (ckpt.state.data, partial));
-        trainer.ckpts = ckpts;
-        trainer.notes.splice(0..0, notes);
-        Ok(trainer)
+        let state = ckpt.state;
+        Self::assemble(config, saved, engine, process, scheduler, data, log, |trainer| {
+            trainer.step = state.step;
+            trainer.epochs_done = state.epochs_done;
+            trainer.best_val_error = state.best_val_error;
+            trainer.resume_at = state.partial_epoch.map(|partial| (state.data, partial));
+            trainer.ckpts = ckpts;
+            trainer.notes.splice(0..0, notes);
+            if writes_files {
+                trainer.log.truncate_after(state.epochs_done)?;
+            }
+            Ok(())
+        })
     }
 
     fn open_data(config: &RunConfig) -> Result<(Datasets, ModelInfo)> {
@@ -301,31 +336,40 @@ impl Trainer {
         Ok((data, info))
     }
 
+    /// Puts a trainer together around `engine`, then `finish`es it (resume state, run
+    /// files) and, in a group of processes, checks that all agree with rank 0. A failure
+    /// ends the group, so that no other process waits for this one.
+    #[allow(clippy::too_many_arguments)]
     fn assemble(
         config: RunConfig,
         info: ModelInfo,
-        engine: Box<dyn Engine>,
-        writes_files: bool,
+        mut engine: Box<dyn Engine>,
+        process: (usize, usize),
         scheduler: LrScheduler,
         mut data: Datasets,
         log: MetricsLog,
+        finish: impl FnOnce(&mut Self) -> Result<()>,
     ) -> Result<Self> {
         let o = &config.optim;
-        let train_loader = Datasets::loader(
+        let loader_and_checkpoints = Datasets::loader(
             &data.train,
             data.train_transform.clone(),
             o.batch_size,
             config.data.workers,
             config.seed,
             true,
-        )?;
-        let ckpts = CheckpointDir::new(config.run_dir().join("checkpoints"), config.output.keep_last)?;
+            process,
+        )
+        .and_then(|train| {
+            Ok((train, CheckpointDir::new(config.run_dir().join("checkpoints"), config.output.keep_last)?))
+        });
+        let (train_loader, ckpts) = loader_and_checkpoints.inspect_err(|e| engine.abort(&e.to_string()))?;
         let notes = std::mem::take(&mut data.notes);
-        Ok(Self {
+        let mut trainer = Self {
             config,
             info,
             engine,
-            writes_files,
+            process,
             scheduler,
             step: 0,
             epochs_done: 0,
@@ -337,7 +381,45 @@ impl Trainer {
             notes,
             resume_at: None,
             last_save: Instant::now(),
-        })
+        };
+        let finished = finish(&mut trainer).and_then(|()| trainer.check_agreement());
+        if let Err(e) = &finished
+            && process.1 > 1
+        {
+            trainer.engine.abort(&e.to_string());
+        }
+        finished.map(|()| trainer)
+    }
+
+    /// In a group of processes: fails unless this process agrees with rank 0 about what
+    /// makes the ranks take their steps together.
+    fn check_agreement(&mut self) -> Result<()> {
+        if self.process.1 == 1 {
+            return Ok(());
+        }
+        let position = self.resume_at.as_ref().map_or((self.epochs_done, 0), |(at, _)| (at.epoch, at.batch));
+        let facts = [
+            ("the batch size", self.config.optim.batch_size as u64),
+            ("the number of training images", self.data.train.len() as u64),
+            ("the seed", self.config.seed),
+            ("the planned epochs", self.config.optim.epochs as u64),
+            ("the step limit", self.config.optim.max_steps.unwrap_or(u64::MAX)),
+            ("the step (of the checkpoint resumed)", self.step),
+            ("the epoch of the data position", position.0 as u64),
+            ("the batch of the data position", position.1 as u64),
+        ];
+        let mine: Vec<u64> = facts.iter().map(|f| f.1).collect();
+        let root = self.engine.values_of_process_0("agreement", &mine)?;
+        for ((what, here), there) in facts.iter().zip(root) {
+            if *here != there {
+                return Err(Error::config(format!(
+                    "rank {} of {} disagrees with rank 0 about {what}: {here} here, {there} on rank 0; every rank \
+                     needs the same options and data, and to resume, the same run folder (a shared file system)",
+                    self.process.0, self.process.1
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The resolved configuration.
@@ -387,7 +469,8 @@ impl Trainer {
     }
 
     fn eval_loader(&self, source: &Arc<dyn alexnet_augment::Source>, transform: Transform) -> Result<Loader> {
-        Datasets::loader(source, transform, self.config.optim.eval_batch_size, self.config.data.workers, 0, false)
+        let c = &self.config;
+        Datasets::loader(source, transform, c.optim.eval_batch_size, c.data.workers, 0, false, self.process)
     }
 
     /// Evaluates the current weights on the validation (`test = false`) or test split,
@@ -408,12 +491,36 @@ impl Trainer {
         let what = if test { "test" } else { "validation" };
         let classes = self.info.class_names.len();
         let engine = &mut self.engine;
-        evaluate(&mut |images, shape| engine.logits(images, shape), classes, &loader, what, obs).map(Some)
+        let (mut loss_sum, mut topk) =
+            evaluate_sums(&mut |images, shape| engine.logits(images, shape), classes, &loader, what, obs)?;
+        if self.process.1 > 1 {
+            // Each process evaluated its shares: every one gets the whole split's figures
+            // (the schedule's decisions must agree).
+            let t = &topk;
+            let sums = self.engine.sum_over_processes(
+                what,
+                vec![loss_sum as f32, t.count as f32, t.top1_correct as f32, t.top5_correct as f32],
+            )?;
+            loss_sum = f64::from(sums[0]);
+            topk = TopK { count: sums[1] as u64, top1_correct: sums[2] as u64, top5_correct: sums[3] as u64 };
+        }
+        split_metrics(loss_sum, &topk, what).map(Some)
     }
 
     /// Trains until the planned epochs are done (or the schedule stops it), checkpointing
-    /// after every epoch, then evaluates the test split.
+    /// after every epoch, then evaluates the test split. In a group of processes, a failure
+    /// ends the group ([`crate::Collective::abort`]), so that no process waits for this one.
     pub fn fit(&mut self, obs: &mut dyn Observer) -> Result<RunResult> {
+        let result = self.fit_to_the_end(obs);
+        if let Err(e) = &result
+            && self.process.1 > 1
+        {
+            self.engine.abort(&e.to_string());
+        }
+        result
+    }
+
+    fn fit_to_the_end(&mut self, obs: &mut dyn Observer) -> Result<RunResult> {
         for note in std::mem::take(&mut self.notes) {
             obs.note(&note);
         }
@@ -441,7 +548,7 @@ impl Trainer {
                 images_per_sec: train.images as f64 / seconds.max(1e-9),
                 seconds,
             };
-            if self.writes_files {
+            if self.process.0 == 0 {
                 self.log.append(&record)?;
                 plot_curves(&self.log.read()?, &self.config.run_dir().join(PLOT_FILE))?;
             }
@@ -473,7 +580,7 @@ impl Trainer {
             stopped_early,
             seconds: started.elapsed().as_secs_f64(),
         };
-        if self.writes_files {
+        if self.process.0 == 0 {
             let json = serde_json::to_string_pretty(&result).map_err(|e| Error::config(e.to_string()))?;
             crate::atomic::write_atomic(&self.config.run_dir().join(RESULT_FILE), json.as_bytes())?;
         }
@@ -518,6 +625,11 @@ impl Trainer {
                 labels: &labels,
                 dropout_seed: mix64(self.config.seed, self.step),
             })?;
+            if out.topk.count == 0 {
+                // Every share of the batch was skipped (a group of processes sees such
+                // batches; one process is never given them).
+                continue;
+            }
             let loss_value = out.loss;
             if !loss_value.is_finite() {
                 return Err(Error::NonFiniteLoss {
@@ -528,7 +640,7 @@ impl Trainer {
                 });
             }
             partial.topk.merge(&out.topk);
-            partial.loss_sum += f64::from(loss_value) * labels.len() as f64;
+            partial.loss_sum += f64::from(loss_value) * out.topk.count as f64;
             self.engine.sgd_step(&SgdStep { lr, momentum: o.momentum, weight_decay: o.weight_decay })?;
             self.step += 1;
             obs.batch_end(&BatchReport {
@@ -547,14 +659,7 @@ impl Trainer {
             }
         }
         report_skips(&self.train_loader, obs);
-        let topk = partial.topk;
-        let metrics = SplitMetrics {
-            loss: partial.loss_sum / topk.count.max(1) as f64,
-            top1_error: topk.top1_error(),
-            top5_error: topk.top5_error(),
-            images: topk.count,
-        };
-        Ok(Some((metrics, elapsed())))
+        Ok(Some((SplitMetrics::from_sums(partial.loss_sum, &partial.topk), elapsed())))
     }
 
     /// Saves a checkpoint whose data continue at `at` (batch 0: an epoch's end), with the
@@ -570,7 +675,7 @@ impl Trainer {
         let mut state = TrainingState::new(at, self.step, self.scheduler.clone(), self.config.seed);
         state.partial_epoch = partial_epoch;
         state.best_val_error = self.best_val_error;
-        if !self.writes_files {
+        if self.process.0 != 0 {
             return Ok(self.config.run_dir());
         }
         let ckpt = Checkpoint {
@@ -726,7 +831,8 @@ pub fn evaluate_checkpoint<B: Backend>(
     if request.ten_crop {
         transform.augment = Augment::TenCrop(TenCrop { size: info.input[1] });
     }
-    let loader = Datasets::loader(&source, transform, config.optim.eval_batch_size, config.data.workers, 0, false)?;
+    let loader =
+        Datasets::loader(&source, transform, config.optim.eval_batch_size, config.data.workers, 0, false, (0, 1))?;
     let mut tape = Tape::inference(backend);
     let classes = info.class_names.len();
     let metrics = evaluate(&mut model_logits(&mut model, &mut tape), classes, &loader, &split, obs)?;

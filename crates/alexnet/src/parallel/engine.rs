@@ -14,9 +14,10 @@ use crate::metrics::TopK;
 use crate::model::Model;
 use crate::preset::Architecture;
 
-/// One global batch.
+/// One global batch, or this process's share of it (in a group of processes, each loads
+/// only its own share).
 pub(crate) struct StepInput<'a> {
-    /// `[batch, c, h, w]` images, row-major.
+    /// `[n, c, h, w]` images, row-major.
     pub(crate) images: &'a [f32],
     /// Their shape.
     pub(crate) shape: [usize; 4],
@@ -52,6 +53,15 @@ pub(crate) trait Engine: Send {
     fn momentum_to_host(&self) -> Result<TensorMap>;
     /// The first device's gradient-exchange costs, when gradients are exchanged.
     fn exchange_stats(&self) -> Option<ExchangeStats>;
+    /// Element-wise sums of `values` over the processes of a group (the values themselves
+    /// in one process).
+    fn sum_over_processes(&mut self, tag: &str, values: Vec<f32>) -> Result<Vec<f32>>;
+    /// Process 0's `values` (the values themselves in one process): for checking that the
+    /// processes of a group agree.
+    fn values_of_process_0(&mut self, tag: &str, values: &[u64]) -> Result<Vec<u64>>;
+    /// Ends the group after this process failed, so that no other waits for it (over MPI
+    /// this ends every process).
+    fn abort(&mut self, reason: &str);
 }
 
 /// Builds the engine for `placement` with parameters `params` (and momentum, when resuming).
@@ -79,9 +89,16 @@ pub(crate) fn build_engine<B: Backend + 'static>(
             let replicas = backends.into_iter().map(replica).collect::<Result<Vec<_>>>()?;
             (replicas, members.into_iter().map(|m| Box::new(m) as Box<dyn Collective>).collect())
         }
-        Placement::Distributed { backend, group } => (vec![replica(backend)?], vec![group]),
+        Placement::Distributed { backend, mut group } => match replica(backend) {
+            Ok(rep) => (vec![rep], vec![group]),
+            Err(e) => {
+                group.abort(&e.to_string());
+                return Err(e);
+            }
+        },
     };
-    let mut engine = Replicas { eval: Tape::inference(replicas[0].model.store.backend().clone()), replicas };
+    let mut engine =
+        Replicas { eval: Tape::inference(replicas[0].model.store.backend().clone()), replicas, distributed };
     if !groups.is_empty() {
         for (rep, group) in engine.replicas.iter_mut().zip(groups) {
             rep.sync = Some(GradientSync::new(&rep.model.store, group, DEFAULT_BUCKET_BYTES)?);
@@ -89,7 +106,7 @@ pub(crate) fn build_engine<B: Backend + 'static>(
     }
     if distributed {
         // Processes built their replicas apart: start them from participant 0's values.
-        engine.for_each(|rep| rep.broadcast_entries(true))?;
+        engine.for_each(|rep| rep.broadcast_entries(true)).inspect_err(|e| engine.abort(&e.to_string()))?;
     }
     Ok(Box::new(engine))
 }
@@ -104,16 +121,34 @@ struct Replica<B: Backend> {
 
 impl<B: Backend> Replica<B> {
     /// This replica's share of the batch: forward, backward, and the gradient exchange.
-    fn step(&mut self, input: &StepInput<'_>) -> Result<StepOutput> {
-        let [batch, c, h, w] = input.shape;
-        let (rank, size) = self.sync.as_ref().map_or((0, 1), |s| (s.rank(), s.size()));
-        let (start, end) = share(batch, rank, size);
-        let n = end - start;
+    /// `input_is_share`: `input` holds only this participant's share (processes load their
+    /// own), else the whole batch.
+    fn step(&mut self, input: &StepInput<'_>, input_is_share: bool) -> Result<StepOutput> {
+        let [given, c, h, w] = input.shape;
         let sample_len = c * h * w;
+        let (start, n, batch, images, labels) = match self.sync.as_ref() {
+            Some(sync) if input_is_share => {
+                // The shares' sizes (skipped samples make them uneven) give this share's
+                // position in the batch, as one process would have assembled it.
+                let mut counts = vec![0.0; sync.size()];
+                counts[sync.rank()] = given as f32;
+                let counts = sync.sum("batch shares", counts)?;
+                let start = counts[..sync.rank()].iter().sum::<f32>() as usize;
+                (start, given, counts.iter().sum::<f32>() as usize, input.images, input.labels)
+            }
+            _ => {
+                let (rank, size) = self.sync.as_ref().map_or((0, 1), |s| (s.rank(), s.size()));
+                let (start, end) = share(given, rank, size);
+                let images = &input.images[start * sample_len..end * sample_len];
+                (start, end - start, given, images, &input.labels[start..end])
+            }
+        };
         let mut local = StepOutput::default();
+        if batch == 0 {
+            // Every share is empty (all samples skipped): no step, as one process takes none.
+            return Ok(local);
+        }
         if n > 0 {
-            let images = &input.images[start * sample_len..end * sample_len];
-            let labels = &input.labels[start..end];
             let sync = self.sync.as_mut();
             let summary = self.model.forward_backward_part(
                 &mut self.tape,
@@ -144,7 +179,7 @@ impl<B: Backend> Replica<B> {
             vec![local.loss * n as f32, t.count as f32, t.top1_correct as f32, t.top5_correct as f32],
         )?;
         Ok(StepOutput {
-            loss: sums[0] / batch.max(1) as f32,
+            loss: sums[0] / batch as f32,
             topk: TopK { count: sums[1] as u64, top1_correct: sums[2] as u64, top5_correct: sums[3] as u64 },
         })
     }
@@ -181,6 +216,8 @@ struct Replicas<B: Backend> {
     replicas: Vec<Replica<B>>,
     /// Inference tape on the first replica's device.
     eval: Tape<B>,
+    /// This process is one of a group of processes (one replica, inputs are its shares).
+    distributed: bool,
 }
 
 impl<B: Backend> Replicas<B> {
@@ -231,7 +268,8 @@ impl<B: Backend + 'static> Engine for Replicas<B> {
     }
 
     fn forward_backward(&mut self, input: &StepInput<'_>) -> Result<StepOutput> {
-        Ok(self.for_each(|rep| rep.step(input))?[0])
+        let distributed = self.distributed;
+        Ok(self.for_each(|rep| rep.step(input, distributed))?[0])
     }
 
     fn sgd_step(&mut self, step: &SgdStep) -> Result<()> {
@@ -263,5 +301,31 @@ impl<B: Backend + 'static> Engine for Replicas<B> {
 
     fn exchange_stats(&self) -> Option<ExchangeStats> {
         self.replicas[0].sync.as_ref().map(GradientSync::stats)
+    }
+
+    fn sum_over_processes(&mut self, tag: &str, values: Vec<f32>) -> Result<Vec<f32>> {
+        match &self.replicas[0].sync {
+            Some(sync) if self.distributed => sync.sum(tag, values),
+            _ => Ok(values),
+        }
+    }
+
+    fn values_of_process_0(&mut self, tag: &str, values: &[u64]) -> Result<Vec<u64>> {
+        let Some(sync) = self.replicas[0].sync.as_ref().filter(|_| self.distributed) else {
+            return Ok(values.to_vec());
+        };
+        // In 16-bit pieces, which f32 holds exactly.
+        let pieces: Vec<f32> =
+            values.iter().flat_map(|v| (0..4).map(move |i| ((v >> (16 * i)) & 0xffff) as f32)).collect();
+        let pieces = sync.broadcast(tag, 0, pieces)?;
+        Ok(pieces.chunks_exact(4).map(|p| p.iter().rev().fold(0u64, |v, &piece| (v << 16) | piece as u64)).collect())
+    }
+
+    fn abort(&mut self, reason: &str) {
+        for rep in &mut self.replicas {
+            if let Some(sync) = rep.sync.as_mut() {
+                sync.abort(reason);
+            }
+        }
     }
 }

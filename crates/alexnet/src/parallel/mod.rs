@@ -11,8 +11,9 @@
 //!   PyTorch's DDP does), then every participant applies the same SGD step, which keeps the
 //!   replicas equal.
 //! - The summing is one small interface, [`Collective`]: all-reduce-sum and broadcast of
-//!   named host buffers. [`LocalGroup`] implements it for replicas in one process; an MPI
-//!   implementation serves processes on several machines.
+//!   named host buffers. [`LocalGroup`] implements it for replicas in one process;
+//!   `MpiGroup` (feature `mpi`) for processes on one machine or several, started by `mpirun`.
+//!   Each process then loads only its own share of every batch.
 //!
 //! Batch normalisation (the `keras-bn` preset) normalises with each replica's own share of
 //! the batch, as DDP does without synchronised batch norm; the running statistics are
@@ -20,12 +21,16 @@
 
 mod engine;
 mod local;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod sync;
 
 use std::sync::Arc;
 
 use alexnet_core::Backend;
 
+#[cfg(feature = "mpi")]
+pub use self::mpi::{EXIT_STALLED, Mpi, MpiGroup};
 pub(crate) use engine::{Engine, StepInput, build_engine};
 pub use local::{LocalGroup, LocalMember};
 pub use sync::{DEFAULT_BUCKET_BYTES, ExchangeStats};
@@ -59,7 +64,10 @@ pub enum Placement<B: Backend> {
     /// Data parallelism in this process: one replica per backend (devices listed once each).
     Data(Vec<Arc<B>>),
     /// This process is one member of a data-parallel group of processes (MPI): its replica
-    /// runs on `backend` and sums gradients through `group`.
+    /// runs on `backend` and sums gradients through `group`. The trainer loads, trains on
+    /// and evaluates only this process's share of every batch; rank 0 writes the run's
+    /// files. A failure in [`crate::Trainer::new`], `resume` or `fit` ends the group
+    /// ([`Collective::abort`]; over MPI, every process), so that none waits forever.
     Distributed {
         /// This process's device.
         backend: Arc<B>,
@@ -85,9 +93,22 @@ impl<B: Backend> Placement<B> {
 
     /// Whether this process writes checkpoints, metrics and plots (rank 0 of a group).
     pub fn is_primary_process(&self) -> bool {
+        self.process().0 == 0
+    }
+
+    /// This process's rank and the number of processes (`(0, 1)` unless distributed).
+    pub fn process(&self) -> (usize, usize) {
         match self {
-            Placement::Distributed { group, .. } => group.rank() == 0,
-            _ => true,
+            Placement::Distributed { group, .. } => (group.rank(), group.size()),
+            _ => (0, 1),
+        }
+    }
+
+    /// Ends the group after this process failed (before its engine exists), so that no
+    /// other process waits for it.
+    pub(crate) fn abort(&mut self, reason: &str) {
+        if let Placement::Distributed { group, .. } = self {
+            group.abort(reason);
         }
     }
 
@@ -109,8 +130,8 @@ impl<B: Backend> Placement<B> {
 /// The contiguous share `[start, end)` of a batch of `batch` samples that participant `rank`
 /// of `size` takes: sizes differ by at most one, in rank order.
 pub fn share(batch: usize, rank: usize, size: usize) -> (usize, usize) {
-    assert!(rank < size, "rank {rank} of {size}");
-    (batch * rank / size, batch * (rank + 1) / size)
+    // The loader's shards: processes that load their own share load exactly this one.
+    alexnet_augment::shard_range(batch, rank, size)
 }
 
 #[cfg(test)]

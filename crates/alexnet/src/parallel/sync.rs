@@ -237,9 +237,10 @@ impl GradientSync {
         self.comm.wait(self.comm.submit(Request::Broadcast { tag: tag.to_string(), root, data }))
     }
 
-    /// Breaks the group after this participant failed, so no other waits for it.
+    /// Breaks the group after this participant failed, so no other waits for it; returns
+    /// once the communication thread has done so (an MPI group ends the process instead).
     pub(crate) fn abort(&mut self, reason: &str) {
         self.in_flight.clear();
-        let _ = self.comm.submit(Request::Abort { reason: reason.to_string() });
+        let _ = self.comm.submit(Request::Abort { reason: reason.to_string() }).recv();
     }
 }
