@@ -16,6 +16,18 @@ pub struct CiArgs {
     /// Skip the training smoke run.
     #[arg(long)]
     no_smoke: bool,
+    /// Skip the `mpi` feature's checks (clippy, the distributed tests, the two-rank smoke
+    /// run), which need Open MPI and libclang installed.
+    #[arg(long)]
+    no_mpi: bool,
+}
+
+/// Open MPI's flags for the smoke run: `--oversubscribe` (more ranks than cores) and, as
+/// root, `--allow-run-as-root`.
+fn mpirun_flags() -> Vec<&'static str> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
+    if root { vec!["--oversubscribe", "--allow-run-as-root"] } else { vec!["--oversubscribe"] }
 }
 
 fn step(name: &str, root: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> AnyResult {
@@ -31,11 +43,56 @@ pub fn run(args: CiArgs, root: &Path) -> AnyResult {
             .ensure_available()
             .map_err(|e| format!("{e} (the CI's OpenCL tests need it: `apt-get install libclblast1`)"))?;
     }
+    if !args.no_mpi && Command::new("mpirun").arg("--version").output().is_err() {
+        return Err("`mpirun` is not installed: the `mpi` feature's checks need Open MPI and libclang \
+                    (`apt-get install openmpi-bin libopenmpi-dev libclang-dev`), or pass --no-mpi"
+            .into());
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     step("cargo fmt", root, &cargo, &["fmt", "--all", "--", "--check"], &[])?;
     step("cargo clippy", root, &cargo, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    if !args.no_mpi {
+        let args = [
+            "clippy",
+            "-p",
+            "alexnet",
+            "-p",
+            "xtask",
+            "--all-targets",
+            "--features",
+            "xtask/mpi",
+            "--",
+            "-D",
+            "warnings",
+        ];
+        step("cargo clippy, feature mpi", root, &cargo, &args, &[])?;
+    }
     let opencl = if args.require_opencl { "1" } else { "0" };
     step("cargo test --workspace", root, &cargo, &["test", "--workspace"], &[("ALEX_REQUIRE_OPENCL", opencl)])?;
+    if !args.no_mpi {
+        let test = ["test", "-p", "xtask", "--features", "mpi", "--test", "distributed"];
+        step("distributed tests (mpirun -np 2 and 3)", root, &cargo, &test, &[("ALEX_REQUIRE_OPENCL", opencl)])?;
+        if !args.no_smoke {
+            let runs = root.join("target").join("ci-runs");
+            let _ = std::fs::remove_dir_all(runs.join("smoke-mpi"));
+            let runs = runs.to_string_lossy().into_owned();
+            // The test build above left the mpi-enabled xtask in target/debug.
+            let xtask = root.join("target").join("debug").join("xtask").to_string_lossy().into_owned();
+            let mut mpirun = mpirun_flags();
+            mpirun.extend(["-np", "2", &xtask, "train", "--distributed", "--quiet", "--epochs", "1"]);
+            mpirun.extend([
+                "--max-steps",
+                "10",
+                "--max-eval-images",
+                "500",
+                "--name",
+                "smoke-mpi",
+                "--runs-dir",
+                &runs,
+            ]);
+            step("train --distributed (smoke: 2 ranks, 10 steps)", root, "mpirun", &mpirun, &[])?;
+        }
+    }
     if !args.no_smoke {
         let runs = root.join("target").join("ci-runs");
         let _ = std::fs::remove_dir_all(&runs);
