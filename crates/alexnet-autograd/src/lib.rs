@@ -5,7 +5,7 @@
 //! gradient checker ([`gradcheck()`]).
 //!
 //! - [`Tape`] owns the values of one forward pass. Ops are methods returning a [`Tensor`]
-//!   handle: `conv2d`, `max_pool`/`avg_pool`, `lrn`, `linear`, `relu`/`sigmoid`/`tanh`,
+//!   handle: `conv2d`, `max_pool`/`avg_pool`, `lrn` (also per channel group), `linear`, `relu`/`sigmoid`/`tanh`,
 //!   `reshape`/`flatten`, `dropout`, `batch_norm`, `softmax_cross_entropy`, `add`, `scale`,
 //!   `mean`. Each op records what its backward needs (a closed enum; every gradient is in
 //!   one file); [`Tape::backward`] walks the record in reverse, summing the gradients of

@@ -75,6 +75,28 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(Value::Owned(y), x.dims, requires_grad, Op::Lrn { params: *params, x: xi, input, scale }))
     }
 
+    /// Local response normalisation within each of `groups` equal runs of channels: a
+    /// channel's window is clipped to its own group, as on the paper's two GPUs, where each
+    /// normalised only the maps it held. Channel group `g` of sample `n` is contiguous in
+    /// NCHW, so this is [`Tape::lrn`] of `x` viewed as `[n * groups, c / groups, h, w]`.
+    pub fn lrn_grouped(&mut self, x: Tensor, params: &LrnParams, groups: usize) -> Result<Tensor> {
+        let input = x.dims.shape4("lrn")?;
+        if groups == 0 || !input.c.is_multiple_of(groups) {
+            return Err(AutogradError::InvalidArgument {
+                op: "lrn",
+                what: "groups",
+                value: groups as f64,
+                reason: "groups must be at least 1 and divide the channel count",
+            });
+        }
+        if groups == 1 {
+            return self.lrn(x, params);
+        }
+        let grouped = self.reshape(x, &[input.n * groups, input.c / groups, input.h, input.w])?;
+        let y = self.lrn(grouped, params)?;
+        self.reshape(y, &input.dims())
+    }
+
     /// Fully connected layer `y = x w^T + b` with PyTorch's layout: `x` is `[rows, inputs]`,
     /// `w` is `[outputs, inputs]`, `b` is `[outputs]`. Flatten NCHW inputs first.
     pub fn linear(&mut self, x: Tensor, w: Tensor, b: Option<Tensor>) -> Result<Tensor> {

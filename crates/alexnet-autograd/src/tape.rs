@@ -341,14 +341,25 @@ impl<B: Backend> Tape<B> {
         }
         let mut seed = self.take(1)?;
         self.backend.fill(&mut seed, 1.0).map_err(AutogradError::from)?;
-        self.backward_from(loss, seed, store, ready)
+        self.backward_from(loss, seed, store, true, ready)
     }
 
     /// Backward from any tensor with upstream gradient `seed` (same length).
     pub fn backward_with(&mut self, root: Tensor, seed: &[f32], store: &mut ParamStore<B>) -> Result<()> {
         check_host("Tape::backward_with", root.dims.as_slice(), seed.len())?;
         let seed = self.upload_pooled(seed)?;
-        self.backward_from(root, seed, store, |_, _| Ok(()))
+        self.backward_from(root, seed, store, true, |_, _| Ok(()))
+    }
+
+    /// [`Tape::backward_with`] for one stage of a network recorded on several tapes that
+    /// share `store` (a model split across devices records each run of layers between two
+    /// exchanges on its own tape): writes the gradients of the parameters used on this tape
+    /// and leaves every other parameter's gradient as it is, where `backward_with` would
+    /// zero it.
+    pub fn backward_stage(&mut self, root: Tensor, seed: &[f32], store: &mut ParamStore<B>) -> Result<()> {
+        check_host("Tape::backward_stage", root.dims.as_slice(), seed.len())?;
+        let seed = self.upload_pooled(seed)?;
+        self.backward_from(root, seed, store, false, |_, _| Ok(()))
     }
 
     fn backward_from<E: From<AutogradError>>(
@@ -356,6 +367,7 @@ impl<B: Backend> Tape<B> {
         root: Tensor,
         seed: B::Buffer,
         store: &mut ParamStore<B>,
+        zero_unused: bool,
         mut ready: impl FnMut(&ParamStore<B>, ParamId) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         if !self.is_recording() {
@@ -401,7 +413,7 @@ impl<B: Backend> Tape<B> {
         }
         for (i, &first) in first_use.iter().enumerate() {
             let id = ParamId(i);
-            if first == usize::MAX && store.entries[i].grad.is_some() {
+            if zero_unused && first == usize::MAX && store.entries[i].grad.is_some() {
                 self.finish_param_grad(store, id, false)?;
                 ready(store, id)?;
             }

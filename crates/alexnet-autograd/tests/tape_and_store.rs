@@ -44,6 +44,32 @@ fn backward_zeroes_gradients_the_loss_does_not_reach() {
 }
 
 #[test]
+fn stages_on_two_tapes_keep_each_others_gradients() {
+    // loss = mean(w * 2 + unused) recorded as two stages: h = w * 2 on the first tape, then
+    // mean(h' + unused) on the second, with h' a variable holding h.
+    let (backend, mut store) = setup();
+    let (mut first, mut second) = (Tape::train(backend.clone()), Tape::train(backend));
+    let w = first.param(&store, "w").unwrap();
+    let h = first.scale(w, 2.0).unwrap();
+    let h2 = second.variable(&first.to_host(h).unwrap(), &[2, 2]).unwrap();
+    let u = second.param(&store, "unused").unwrap();
+    let u_mean = second.mean(u).unwrap();
+    let h_mean = second.mean(h2).unwrap();
+    let loss = second.add(h_mean, u_mean).unwrap();
+    second.backward_stage(loss, &[1.0], &mut store).unwrap();
+    let dh = second.grad_to_host(h2).unwrap().expect("the variable's gradient");
+    assert_eq!(dh, vec![0.25; 4]);
+    first.backward_stage(h, &dh, &mut store).unwrap();
+    assert_eq!(store.grad_to_host("w").unwrap(), vec![0.5; 4]);
+    assert_eq!(store.grad_to_host("unused").unwrap(), vec![1.0 / 3.0; 3], "the first stage kept it");
+    // backward_with, by contrast, zeroes what its tape did not use.
+    first.reset();
+    let w = first.param(&store, "w").unwrap();
+    first.backward_with(w, &[1.0; 4], &mut store).unwrap();
+    assert_eq!(store.grad_to_host("unused").unwrap(), vec![0.0; 3]);
+}
+
+#[test]
 fn inputs_get_gradients_only_when_asked() {
     let (backend, mut store) = setup();
     let mut tape = Tape::train(backend);

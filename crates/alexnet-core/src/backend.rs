@@ -113,6 +113,31 @@ impl XentSummary {
     }
 }
 
+/// What a device is, as far as sharing work with others goes. A multi-device run gives its
+/// devices equal shares, so it refuses devices whose capabilities differ.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceCapabilities {
+    /// The kind of device (two cards of one model report the same).
+    pub model: String,
+    /// Memory in bytes, where the device reports it.
+    pub memory_bytes: Option<u64>,
+    /// Parallel compute units (OpenCL compute units, CPU threads), where known.
+    pub compute_units: Option<u32>,
+}
+
+impl std::fmt::Display for DeviceCapabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.model)?;
+        if let Some(units) = self.compute_units {
+            write!(f, ", {units} compute units")?;
+        }
+        if let Some(bytes) = self.memory_bytes {
+            write!(f, ", {} MiB", bytes >> 20)?;
+        }
+        Ok(())
+    }
+}
+
 /// A compute device able to run every op of AlexNet, forward and backward.
 pub trait Backend: Send + Sync {
     /// Device storage of `f32` elements.
@@ -120,6 +145,11 @@ pub trait Backend: Send + Sync {
 
     /// A short name for messages (`"cpu"`, `"opencl:<device>"`).
     fn name(&self) -> String;
+
+    /// What the device is (by default: its name, nothing else known).
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities { model: self.name(), memory_bytes: None, compute_units: None }
+    }
 
     // ---- memory ------------------------------------------------------------------------
 

@@ -29,7 +29,9 @@ mod geom;
 pub mod rng;
 mod shape;
 
-pub use backend::{Activation, Backend, BatchNormParams, ChannelLayout, SgdStep, XENT_SUMMARY_LEN, XentSummary};
+pub use backend::{
+    Activation, Backend, BatchNormParams, ChannelLayout, DeviceCapabilities, SgdStep, XENT_SUMMARY_LEN, XentSummary,
+};
 pub use error::{Axis, Error, Result, check_len};
 pub use geom::{AlphaConvention, Conv2dGeom, LrnParams, PoolGeom, PoolKind, Rounding, window_output};
 pub use rng::MaskWindow;

@@ -293,6 +293,15 @@ impl Backend for OpenClBackend {
         format!("opencl:{} ({} GEMM)", self.ctx.info.name, self.gemm)
     }
 
+    fn capabilities(&self) -> alexnet_core::DeviceCapabilities {
+        let info = &self.ctx.info;
+        alexnet_core::DeviceCapabilities {
+            model: format!("opencl:{} / {}", info.platform, info.name),
+            memory_bytes: Some(info.global_mem_bytes),
+            compute_units: Some(info.compute_units),
+        }
+    }
+
     fn zeros(&self, len: usize) -> Result<ClBuffer> {
         let mut buf = self.scratch(len)?;
         self.fill(&mut buf, 0.0)?;

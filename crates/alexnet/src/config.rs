@@ -156,6 +156,10 @@ pub struct RunConfig {
     pub preset: Preset,
     /// Weight initialisation.
     pub init: InitScheme,
+    /// Channel groups the LRN layers normalise apart; `None`: the preset's
+    /// ([`Preset::default_lrn_groups`]). The model split needs 2.
+    #[serde(default)]
+    pub lrn_groups: Option<usize>,
     /// Seed of initialisation, data order, augmentation and dropout.
     pub seed: u64,
     /// Compute backend.
@@ -213,6 +217,7 @@ impl RunConfig {
             name: preset.name().to_string(),
             preset,
             init: preset.default_init(),
+            lrn_groups: None,
             seed: 42,
             backend: BackendKind::Cpu,
             device: 0,
@@ -311,6 +316,9 @@ impl RunConfig {
         }
         for (what, count) in [("data workers", self.data.workers), ("threads", self.threads)] {
             check_thread_count(what, count)?;
+        }
+        if self.lrn_groups == Some(0) {
+            return bad("LRN groups must be at least 1".into());
         }
         if self.data.workers == 0 {
             return bad("data workers must be at least 1".into());

@@ -103,6 +103,19 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// The devices of a multi-device run are not alike.
+    #[error(
+        "device {index} ({other}) differs from device 0 ({first}); a multi-device run gives every device an \
+         equal share of the work, so its devices must be of one kind"
+    )]
+    DevicesDiffer {
+        /// The position of the differing device in the run's device list.
+        index: usize,
+        /// What device 0 is.
+        first: String,
+        /// What this device is.
+        other: String,
+    },
     /// One device of a multi-device run failed.
     #[error("device {index} ({name}): {source}")]
     Device {

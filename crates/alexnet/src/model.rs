@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use alexnet_autograd::{ParamStore, Tape, Tensor};
+use alexnet_autograd::{HostTensor, ParamStore, Tape, Tensor};
 use alexnet_core::{Backend, BatchNormParams, MaskWindow, SgdStep, XentSummary, rng::mix64};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::TensorMap;
 use crate::error::{Error, Result};
 use crate::init::init_params;
-use crate::preset::{Architecture, InitScheme, LayerSpec, Preset};
+use crate::preset::{Architecture, InitScheme, LayerSpec, ParamSpec, Preset, ResolvedLayer};
 
 /// What a checkpoint records about the model, so `eval` and `predict` can rebuild it: the
 /// preset, the input and classes, and how images were normalised.
@@ -32,6 +32,14 @@ pub struct ModelInfo {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation the centred values are divided by.
     pub std: Vec<f32>,
+    /// Channel groups the LRN layers normalise apart ([`Architecture::with_lrn_groups`]).
+    /// Checkpoints written before the option normalised across all channels: 1.
+    #[serde(default = "one")]
+    pub lrn_groups: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The safetensors metadata key holding [`ModelInfo`] as JSON.
@@ -40,7 +48,7 @@ pub const MODEL_KEY: &str = "alexnet-rs.model";
 impl ModelInfo {
     /// The architecture this describes.
     pub fn architecture(&self) -> Result<Architecture> {
-        Architecture::new(self.preset, self.input, self.class_names.len())
+        Architecture::new(self.preset, self.input, self.class_names.len())?.with_lrn_groups(self.lrn_groups)
     }
 
     /// As checkpoint metadata.
@@ -76,26 +84,8 @@ impl<B: Backend> Model<B> {
     /// present with its dims; extra tensors are an error).
     pub fn from_params(arch: Architecture, backend: Arc<B>, params: &TensorMap) -> Result<Self> {
         let mut store = ParamStore::new(backend);
-        let mut by_name: HashMap<&str, &alexnet_autograd::HostTensor> =
-            params.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        for spec in arch.params() {
-            let t = by_name.remove(spec.name.as_str()).ok_or_else(|| {
-                Error::config(format!("parameter {} is missing (the weights are for another model?)", spec.name))
-            })?;
-            if t.dims != spec.dims {
-                return Err(Error::config(format!(
-                    "parameter {} has dims {:?}, the {} model needs {:?}",
-                    spec.name, t.dims, arch.preset, spec.dims
-                )));
-            }
-            if spec.role.trainable() {
-                store.insert(&spec.name, &t.dims, &t.data)?;
-            } else {
-                store.insert_state(&spec.name, &t.dims, &t.data)?;
-            }
-        }
-        if let Some(extra) = by_name.keys().min() {
-            return Err(Error::config(format!("unexpected parameter {extra} for the {} model", arch.preset)));
+        for (spec, t) in match_params(&arch, params)? {
+            insert_param(&mut store, spec, &t.dims, &t.data)?;
         }
         Ok(Self { arch, store })
     }
@@ -171,36 +161,109 @@ impl<B: Backend> Model<B> {
         first_sample: u64,
     ) -> Result<Tensor> {
         let mut h = x;
+        let part = LayerPart { first_sample, part: 0, parts: 1 };
         for (i, layer) in self.arch.layers.iter().enumerate() {
-            h = match &layer.spec {
-                LayerSpec::Conv { name, .. } => {
-                    let geom = layer.conv.as_ref().expect("resolved convolutions carry their geometry");
-                    let w = tape.param(&self.store, &format!("{name}.weight"))?;
-                    let b = tape.param(&self.store, &format!("{name}.bias"))?;
-                    tape.conv2d(h, w, Some(b), geom)?
-                }
-                LayerSpec::Activation { function } => tape.activation(*function, h)?,
-                LayerSpec::Lrn { params } => tape.lrn(h, params)?,
-                LayerSpec::MaxPool { .. } => {
-                    let geom = layer.pool.as_ref().expect("resolved pools carry their geometry");
-                    tape.max_pool(h, geom)?
-                }
-                LayerSpec::BatchNorm { name, eps, momentum } => {
-                    let params = BatchNormParams { eps: *eps, momentum: *momentum };
-                    tape.batch_norm(h, &mut self.store, name, &params)?
-                }
-                LayerSpec::Dropout { p } => {
-                    let window = MaskWindow::rows(first_sample, h.dims().rows_cols().1);
-                    tape.dropout_at(h, *p, mix64(dropout_seed, i as u64), window)?
-                }
-                LayerSpec::Flatten => tape.flatten(h)?,
-                LayerSpec::Dense { name, .. } => {
-                    let w = tape.param(&self.store, &format!("{name}.weight"))?;
-                    let b = tape.param(&self.store, &format!("{name}.bias"))?;
-                    tape.linear(h, w, Some(b))?
-                }
-            };
+            h = record_layer(tape, &mut self.store, layer, i, h, dropout_seed, part)?;
         }
         Ok(h)
     }
+}
+
+/// `params` matched to `arch`'s parameters, in layer order: every tensor of the
+/// architecture present with its dims, and no other.
+pub(crate) fn match_params<'a>(
+    arch: &'a Architecture,
+    params: &'a TensorMap,
+) -> Result<Vec<(&'a ParamSpec, &'a HostTensor)>> {
+    let mut by_name: HashMap<&str, &HostTensor> = params.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut matched = Vec::new();
+    for spec in arch.params() {
+        let t = by_name.remove(spec.name.as_str()).ok_or_else(|| {
+            Error::config(format!("parameter {} is missing (the weights are for another model?)", spec.name))
+        })?;
+        if t.dims != spec.dims {
+            return Err(Error::config(format!(
+                "parameter {} has dims {:?}, the {} model needs {:?}",
+                spec.name, t.dims, arch.preset, spec.dims
+            )));
+        }
+        matched.push((spec, t));
+    }
+    if let Some(extra) = by_name.keys().min() {
+        return Err(Error::config(format!("unexpected parameter {extra} for the {} model", arch.preset)));
+    }
+    Ok(matched)
+}
+
+/// Adds parameter `spec` with the given value (a trainable parameter or a state buffer).
+pub(crate) fn insert_param<B: Backend>(
+    store: &mut ParamStore<B>,
+    spec: &ParamSpec,
+    dims: &[usize],
+    data: &[f32],
+) -> Result<()> {
+    if spec.role.trainable() {
+        store.insert(&spec.name, dims, data)?;
+    } else {
+        store.insert_state(&spec.name, dims, data)?;
+    }
+    Ok(())
+}
+
+/// Where a layer's activations sit in the whole batch's: from sample `first_sample` on,
+/// and `part` of `parts` equal column blocks of every row (a device's half of a split
+/// layer's features).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerPart {
+    pub(crate) first_sample: u64,
+    pub(crate) part: usize,
+    pub(crate) parts: usize,
+}
+
+/// Records `layer` (number `index` of its network) on `tape` with input `h` and the
+/// parameters of `store`. Dropout draws from stream `index` of `dropout_seed`, the masks
+/// that the whole batch's whole layer draws at `place`.
+pub(crate) fn record_layer<B: Backend>(
+    tape: &mut Tape<B>,
+    store: &mut ParamStore<B>,
+    layer: &ResolvedLayer,
+    index: usize,
+    h: Tensor,
+    dropout_seed: u64,
+    place: LayerPart,
+) -> Result<Tensor> {
+    Ok(match &layer.spec {
+        LayerSpec::Conv { name, .. } => {
+            let geom = layer.conv.as_ref().expect("resolved convolutions carry their geometry");
+            let w = tape.param(store, &format!("{name}.weight"))?;
+            let b = tape.param(store, &format!("{name}.bias"))?;
+            tape.conv2d(h, w, Some(b), geom)?
+        }
+        LayerSpec::Activation { function } => tape.activation(*function, h)?,
+        LayerSpec::Lrn { params, groups } => tape.lrn_grouped(h, params, *groups)?,
+        LayerSpec::MaxPool { .. } => {
+            let geom = layer.pool.as_ref().expect("resolved pools carry their geometry");
+            tape.max_pool(h, geom)?
+        }
+        LayerSpec::BatchNorm { name, eps, momentum } => {
+            let params = BatchNormParams { eps: *eps, momentum: *momentum };
+            tape.batch_norm(h, store, name, &params)?
+        }
+        LayerSpec::Dropout { p } => {
+            let cols = h.dims().rows_cols().1;
+            let window = MaskWindow {
+                first_row: place.first_sample,
+                first_col: (place.part * cols) as u64,
+                row_len: cols as u64,
+                total_row_len: (place.parts * cols) as u64,
+            };
+            tape.dropout_at(h, *p, mix64(dropout_seed, index as u64), window)?
+        }
+        LayerSpec::Flatten => tape.flatten(h)?,
+        LayerSpec::Dense { name, .. } => {
+            let w = tape.param(store, &format!("{name}.weight"))?;
+            let b = tape.param(store, &format!("{name}.bias"))?;
+            tape.linear(h, w, Some(b))?
+        }
+    })
 }

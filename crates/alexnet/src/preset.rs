@@ -68,15 +68,29 @@ impl Preset {
         }
     }
 
+    /// How many channel groups the preset's LRN layers normalise apart. `paper`: 2, as the
+    /// paper's network ran: each GPU held half of conv1's and conv2's maps and normalised
+    /// only those, so the two channels beside the halves' boundary see a clipped window.
+    /// `caffenet`: 1, as Caffe's one-GPU reference model normalises across all channels.
+    /// `mini`: 1 (its trained figures predate the option).
+    pub fn default_lrn_groups(self) -> usize {
+        match self {
+            Preset::Paper => 2,
+            Preset::Caffenet | Preset::KerasBn | Preset::Mini => 1,
+        }
+    }
+
     /// The layer list for `classes` outputs (the first convolution takes whatever channel
     /// count the input has).
     pub fn layers(self, classes: usize) -> Vec<LayerSpec> {
-        match self {
+        let mut layers = match self {
             Preset::Paper => alexnet_layers(LrnOrder::BeforePool, classes),
             Preset::Caffenet => alexnet_layers(LrnOrder::AfterPool, classes),
             Preset::KerasBn => keras_bn_layers(classes),
             Preset::Mini => mini_layers(classes),
-        }
+        };
+        set_lrn_groups(&mut layers, self.default_lrn_groups());
+        layers
     }
 }
 
@@ -149,6 +163,11 @@ pub enum LayerSpec {
     Lrn {
         /// Its constants.
         params: LrnParams,
+        /// Runs of channels normalised apart (a window never crosses a group's edge): 2 is
+        /// the paper's two-GPU net, where each GPU normalised only its own maps; 1 is one
+        /// window over all channels.
+        #[serde(default = "one")]
+        groups: usize,
     },
     /// Max pooling (window 3, stride 2 is the paper's overlapping pooling).
     MaxPool {
@@ -192,7 +211,8 @@ impl LayerSpec {
                 format!("{name} (Conv {kernel}x{kernel}/{stride}, g{groups})")
             }
             LayerSpec::Activation { function } => format!("{function:?}"),
-            LayerSpec::Lrn { params } => format!("LRN n={}", params.size),
+            LayerSpec::Lrn { params, groups: 1 } => format!("LRN n={}", params.size),
+            LayerSpec::Lrn { params, groups } => format!("LRN n={}, g{groups}", params.size),
             LayerSpec::MaxPool { window, stride } => format!("MaxPool {window}/{stride}"),
             LayerSpec::BatchNorm { name, .. } => format!("{name} (BatchNorm)"),
             LayerSpec::Dropout { p } => format!("Dropout {p}"),
@@ -239,7 +259,20 @@ fn dropout(p: f32) -> LayerSpec {
 }
 
 fn lrn() -> LayerSpec {
-    LayerSpec::Lrn { params: LrnParams::paper() }
+    LayerSpec::Lrn { params: LrnParams::paper(), groups: 1 }
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Sets the channel groups of every LRN layer.
+fn set_lrn_groups(layers: &mut [LayerSpec], lrn_groups: usize) {
+    for layer in layers {
+        if let LayerSpec::Lrn { groups, .. } = layer {
+            *groups = lrn_groups;
+        }
+    }
 }
 
 /// ReLU, then LRN and pooling in the given order.
@@ -489,6 +522,23 @@ impl Architecture {
         Self::from_layers(preset, preset.layers(classes), input, classes)
     }
 
+    /// The same network with every LRN layer normalising `groups` channel groups apart (see
+    /// [`Preset::default_lrn_groups`]); an error when a group count does not divide an LRN
+    /// layer's channels. Networks without LRN are returned unchanged.
+    ///
+    /// ```
+    /// use alexnet::{Architecture, Preset};
+    /// let caffenet = Architecture::default_for(Preset::Caffenet)?.with_lrn_groups(2)?;
+    /// assert!(caffenet.summary().contains("LRN n=5, g2"));
+    /// assert!(Architecture::default_for(Preset::Paper)?.with_lrn_groups(5).is_err());
+    /// # Ok::<(), alexnet::Error>(())
+    /// ```
+    pub fn with_lrn_groups(self, groups: usize) -> Result<Self> {
+        let mut specs: Vec<LayerSpec> = self.layers.into_iter().map(|l| l.spec).collect();
+        set_lrn_groups(&mut specs, groups);
+        Self::from_layers(self.preset, specs, self.input, self.classes)
+    }
+
     /// Resolves the preset at its default input size and class count.
     pub fn default_for(preset: Preset) -> Result<Self> {
         Self::new(preset, preset.default_input(), preset.default_classes())
@@ -533,8 +583,15 @@ impl Architecture {
                     let geom = PoolGeom::square(*window, *stride, 0, Rounding::Floor).map_err(at)?;
                     (geom.output_shape(shape).map_err(at)?, None, Some(geom), vec![])
                 }
-                LayerSpec::Lrn { params } => {
+                LayerSpec::Lrn { params, groups } => {
                     params.validate().map_err(at)?;
+                    if *groups == 0 || !shape.c.is_multiple_of(*groups) {
+                        return Err(Error::config(format!(
+                            "{}: {groups} LRN groups do not divide {} channels",
+                            spec.label(),
+                            shape.c
+                        )));
+                    }
                     (shape, None, None, vec![])
                 }
                 LayerSpec::BatchNorm { name, .. } => {
@@ -729,7 +786,7 @@ mod tests {
         let order = |p: Preset| -> Vec<String> {
             Architecture::default_for(p).unwrap().layers[1..4].iter().map(|l| l.spec.label()).collect()
         };
-        assert_eq!(order(Preset::Paper), ["Relu", "LRN n=5", "MaxPool 3/2"]);
+        assert_eq!(order(Preset::Paper), ["Relu", "LRN n=5, g2", "MaxPool 3/2"]);
         assert_eq!(order(Preset::Caffenet), ["Relu", "MaxPool 3/2", "LRN n=5"]);
     }
 
@@ -737,6 +794,31 @@ mod tests {
     fn caffenet_has_the_paper_counts() {
         let net = Architecture::default_for(Preset::Caffenet).unwrap();
         assert_eq!(net.trainable_params(), 60_965_224);
+    }
+
+    #[test]
+    fn lrn_groups_per_preset_and_on_request() {
+        let groups = |arch: &Architecture| -> Vec<usize> {
+            arch.layers
+                .iter()
+                .filter_map(|l| match l.spec {
+                    LayerSpec::Lrn { groups, .. } => Some(groups),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(groups(&Architecture::default_for(Preset::Paper).unwrap()), [2, 2]);
+        assert_eq!(groups(&Architecture::default_for(Preset::Caffenet).unwrap()), [1, 1]);
+        let mini = Architecture::default_for(Preset::Mini).unwrap();
+        assert_eq!(groups(&mini), [1, 1]);
+        let regrouped = mini.clone().with_lrn_groups(4).unwrap();
+        assert_eq!(groups(&regrouped), [4, 4]);
+        assert_eq!(regrouped.params().collect::<Vec<_>>(), mini.params().collect::<Vec<_>>());
+        // conv1 of mini has 32 channels: 3 groups do not divide them.
+        let err = mini.with_lrn_groups(3).unwrap_err().to_string();
+        assert!(err.contains("3 LRN groups") && err.contains("32 channels"), "{err}");
+        let keras = Architecture::default_for(Preset::KerasBn).unwrap();
+        assert_eq!(keras.clone().with_lrn_groups(2).unwrap(), keras, "no LRN layer to regroup");
     }
 
     #[test]

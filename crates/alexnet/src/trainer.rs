@@ -330,6 +330,7 @@ impl Trainer {
             resize: data.eval_transform.resize.map(|r| r.size),
             mean: n.mean.clone(),
             std: n.std.clone(),
+            lrn_groups: config.lrn_groups.unwrap_or(config.preset.default_lrn_groups()),
         };
         // Fail here, not after the first epoch, if the preset does not fit the input.
         info.architecture()?;

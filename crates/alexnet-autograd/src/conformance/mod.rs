@@ -97,8 +97,13 @@ pub enum CaseOp {
         /// Geometry.
         geom: PoolGeom,
     },
-    /// `lrn(x)`.
-    Lrn(LrnParams),
+    /// `lrn_grouped(x, params, groups)`.
+    Lrn {
+        /// The constants.
+        params: LrnParams,
+        /// Channel groups normalised apart (1: across all channels).
+        groups: usize,
+    },
     /// `linear(x, w, b?)`.
     Linear {
         /// Whether `b` exists.
@@ -278,20 +283,24 @@ fn pool_cases(seed: u64) -> Vec<Case> {
 }
 
 fn lrn_cases(seed: u64) -> Vec<Case> {
+    let pytorch = LrnParams { size: 3, alpha: 0.5, beta: 0.75, k: 1.0, convention: AlphaConvention::PyTorchCaffe };
+    let strong = LrnParams { size: 5, alpha: 0.2, beta: 0.6, k: 2.0, convention: AlphaConvention::Paper };
+    // Grouped cases: windows clipped at every group edge, groups narrower than the window.
     let params = [
-        (LrnParams::paper(), [2, 7, 2, 3]),
-        (
-            LrnParams { size: 3, alpha: 0.5, beta: 0.75, k: 1.0, convention: AlphaConvention::PyTorchCaffe },
-            [1, 4, 3, 3],
-        ),
-        (LrnParams { size: 5, alpha: 0.2, beta: 0.6, k: 2.0, convention: AlphaConvention::Paper }, [2, 3, 2, 2]),
+        (LrnParams::paper(), 1, [2, 7, 2, 3]),
+        (pytorch, 1, [1, 4, 3, 3]),
+        (strong, 1, [2, 3, 2, 2]),
+        (strong, 2, [2, 8, 2, 3]),
+        (pytorch, 3, [1, 6, 3, 2]),
+        (strong, 4, [2, 8, 1, 2]),
     ];
     params
         .into_iter()
         .enumerate()
-        .map(|(k, (p, dims))| {
+        .map(|(k, (params, groups, dims))| {
             let x = host(&dims, uniform_data(dims.iter().product(), seed + k as u64, -2.0, 2.0));
-            case(format!("lrn {p:?} on {dims:?}"), Family::Lrn, CaseOp::Lrn(p), vec![x], vec![])
+            let name = format!("lrn {params:?} in {groups} group(s) on {dims:?}");
+            case(name, Family::Lrn, CaseOp::Lrn { params, groups }, vec![x], vec![])
         })
         .collect()
 }
@@ -426,7 +435,8 @@ pub fn alexnet_layer_cases() -> Vec<Case> {
     };
     let lrn = |name: &str, dims: [usize; 4], seed: u64| {
         let x = host(&dims, uniform_data(dims.iter().product(), seed, -8.0, 8.0));
-        case(format!("AlexNet {name}"), Family::Lrn, CaseOp::Lrn(LrnParams::paper()), vec![x], vec![])
+        let op = CaseOp::Lrn { params: LrnParams::paper(), groups: 1 };
+        case(format!("AlexNet {name}"), Family::Lrn, op, vec![x], vec![])
     };
     vec![
         conv("conv1", 3, 96, 11, 4, 0, 1, 227, 1),
@@ -469,7 +479,7 @@ pub fn build<B: Backend>(op: &CaseOp, tape: &mut Tape<B>, store: &mut ParamStore
             tape.conv2d(x, w, b, geom)
         }
         CaseOp::Pool { kind, geom } => tape.pool(*kind, x, geom),
-        CaseOp::Lrn(p) => tape.lrn(x, p),
+        CaseOp::Lrn { params, groups } => tape.lrn_grouped(x, params, *groups),
         CaseOp::Linear { bias } => {
             let w = param(tape, "w")?;
             let b = if *bias { Some(param(tape, "b")?) } else { None };
@@ -513,7 +523,7 @@ pub fn reference_output(case: &Case) -> Vec<f64> {
             reference::conv2d(geom, shape(&x.dims), &x.data, param("w").expect("w"), param("b"))
         }
         CaseOp::Pool { kind, geom } => reference::pool(*kind, geom, shape(&x.dims), &x.data),
-        CaseOp::Lrn(p) => reference::lrn(p, shape(&x.dims), &x.data),
+        CaseOp::Lrn { params, groups } => reference::lrn(params, *groups, shape(&x.dims), &x.data),
         CaseOp::Linear { .. } => {
             let w = case.params[0].1.dims[0];
             reference::linear(x.dims[0], &x.data, param("w").expect("w"), w, param("b"))
@@ -536,7 +546,7 @@ pub fn reference_output(case: &Case) -> Vec<f64> {
             let input = shape(&x.dims);
             let h = to_f32(reference::conv2d(conv, input, &x.data, param("w").expect("w"), param("b")));
             let conv_out = conv.output_shape(input).expect("valid");
-            let h = to_f32(reference::lrn(lrn, conv_out, &h));
+            let h = to_f32(reference::lrn(lrn, 1, conv_out, &h));
             let h = to_f32(reference::pool(PoolKind::Max, pool, conv_out, &h));
             let w2 = &case.params[2].1;
             let logits = to_f32(reference::linear(input.n, &h, &w2.data, w2.dims[0], param("b2")));
@@ -769,6 +779,10 @@ pub fn check_shape_errors<B: Backend>(backend: &Arc<B>) {
         Err(AutogradError::InvalidDims { .. })
     ));
     assert!(matches!(tape.dropout(x, 1.0, 0), Err(AutogradError::InvalidArgument { what: "p", .. })));
+    for groups in [0, 3] {
+        let lrn = tape.lrn_grouped(x, &LrnParams::paper(), groups);
+        assert!(matches!(lrn, Err(AutogradError::InvalidArgument { what: "groups", .. })), "{groups} groups");
+    }
     assert!(matches!(tape.backward(x, &mut store), Err(AutogradError::NotScalar { .. })));
     // A tensor of an earlier pass is refused after reset.
     tape.reset();

@@ -76,16 +76,20 @@ pub fn pool(kind: PoolKind, geom: &PoolGeom, input: Shape4, x: &[f32]) -> Vec<f6
     y
 }
 
-/// `b_i = a_i / (k + alpha' * sum_{j in window(i)} a_j^2)^beta`.
-pub fn lrn(params: &LrnParams, input: Shape4, x: &[f32]) -> Vec<f64> {
+/// `b_i = a_i / (k + alpha' * sum_{j in window(i)} a_j^2)^beta`, the window clipped to the
+/// run of `c / groups` channels that holds `i`.
+pub fn lrn(params: &LrnParams, groups: usize, input: Shape4, x: &[f32]) -> Vec<f64> {
     let mut y = vec![0.0; input.numel()];
     let coef = f64::from(params.sum_coefficient());
+    let per_group = input.c / groups;
     for n in 0..input.n {
         for c in 0..input.c {
-            let (lo, hi) = params.window(c, input.c);
+            let first = c / per_group * per_group;
+            let (lo, hi) = params.window(c - first, per_group);
             for i in 0..input.h {
                 for j in 0..input.w {
-                    let sum: f64 = (lo..=hi).map(|d| f64::from(x[input.index(n, d, i, j)]).powi(2)).sum();
+                    let sum: f64 =
+                        (first + lo..=first + hi).map(|d| f64::from(x[input.index(n, d, i, j)]).powi(2)).sum();
                     let denom = (f64::from(params.k) + coef * sum).powf(f64::from(params.beta));
                     y[input.index(n, c, i, j)] = f64::from(x[input.index(n, c, i, j)]) / denom;
                 }

@@ -116,6 +116,11 @@ impl Backend for CpuBackend {
         "cpu".into()
     }
 
+    fn capabilities(&self) -> alexnet_core::DeviceCapabilities {
+        let threads = u32::try_from(self.thread_count()).unwrap_or(u32::MAX);
+        alexnet_core::DeviceCapabilities { model: "cpu".into(), memory_bytes: None, compute_units: Some(threads) }
+    }
+
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; len])
     }

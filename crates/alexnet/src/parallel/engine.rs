@@ -6,6 +6,7 @@ use std::sync::Arc;
 use alexnet_autograd::{ParamKind, Tape};
 use alexnet_core::{Backend, SgdStep};
 
+use super::split::Split;
 use super::sync::{DEFAULT_BUCKET_BYTES, ExchangeStats, GradientSync};
 use super::{Collective, LocalGroup, Placement, share};
 use crate::checkpoint::TensorMap;
@@ -85,6 +86,7 @@ pub(crate) fn build_engine<B: Backend + 'static>(
             if backends.is_empty() {
                 return Err(Error::config("data parallelism needs at least one device"));
             }
+            check_alike(&backends)?;
             let members = LocalGroup::members(backends.len());
             let replicas = backends.into_iter().map(replica).collect::<Result<Vec<_>>>()?;
             (replicas, members.into_iter().map(|m| Box::new(m) as Box<dyn Collective>).collect())
@@ -96,6 +98,10 @@ pub(crate) fn build_engine<B: Backend + 'static>(
                 return Err(e);
             }
         },
+        Placement::Split(backends) => {
+            check_alike(&backends)?;
+            return Ok(Box::new(Split::new(arch, backends, params, momentum)?));
+        }
     };
     let mut engine =
         Replicas { eval: Tape::inference(replicas[0].model.store.backend().clone()), replicas, distributed };
@@ -109,6 +115,19 @@ pub(crate) fn build_engine<B: Backend + 'static>(
         engine.for_each(|rep| rep.broadcast_entries(true)).inspect_err(|e| engine.abort(&e.to_string()))?;
     }
     Ok(Box::new(engine))
+}
+
+/// Refuses devices of one run whose capabilities differ: every device gets an equal share of
+/// the work, so a slower device would set the pace and a smaller one the memory limit.
+fn check_alike<B: Backend>(backends: &[Arc<B>]) -> Result<()> {
+    let Some(first) = backends.first().map(|b| b.capabilities()) else { return Ok(()) };
+    for (index, backend) in backends.iter().enumerate().skip(1) {
+        let other = backend.capabilities();
+        if other != first {
+            return Err(Error::DevicesDiffer { index, first: first.to_string(), other: other.to_string() });
+        }
+    }
+    Ok(())
 }
 
 /// One copy of the model on one device.

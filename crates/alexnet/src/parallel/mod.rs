@@ -10,6 +10,15 @@
 //!   are summed across participants in buckets while the backward pass is still running (as
 //!   PyTorch's DDP does), then every participant applies the same SGD step, which keeps the
 //!   replicas equal.
+//! - **The paper's model split** ([`Placement::Split`], two devices): each device holds half
+//!   of every layer's kernels and neurons, as in the paper's Figure 2. conv1 (48 kernels per
+//!   device) sees the whole image; conv2, conv4 and conv5 read only their own device's maps
+//!   (the `groups = 2` of one device); conv3, fc6, fc7 and fc8 read both devices' maps, so
+//!   the devices exchange activations before them (both halves joined, each device given
+//!   the whole) and gradients after them (summed, each device taking its half). LRN
+//!   normalises each device's channels apart (`lrn_groups = 2`). Parameters keep one
+//!   device's names and layouts (each device holds rows of every weight along dim 0), so
+//!   checkpoints move between one device and two.
 //! - The summing is one small interface, [`Collective`]: all-reduce-sum and broadcast of
 //!   named host buffers. [`LocalGroup`] implements it for replicas in one process;
 //!   `MpiGroup` (feature `mpi`) for processes on one machine or several, started by `mpirun`.
@@ -23,6 +32,7 @@ mod engine;
 mod local;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod split;
 mod sync;
 
 use std::sync::Arc;
@@ -63,6 +73,9 @@ pub enum Placement<B: Backend> {
     Single(Arc<B>),
     /// Data parallelism in this process: one replica per backend (devices listed once each).
     Data(Vec<Arc<B>>),
+    /// The paper's model split over exactly two devices: each holds half of every layer
+    /// (the `paper` and `caffenet` presets, and `mini`; LRN in two channel groups).
+    Split(Vec<Arc<B>>),
     /// This process is one member of a data-parallel group of processes (MPI): its replica
     /// runs on `backend` and sums gradients through `group`. The trainer loads, trains on
     /// and evaluates only this process's share of every batch; rank 0 writes the run's
@@ -87,7 +100,7 @@ impl<B: Backend> Placement<B> {
     pub fn primary(&self) -> &Arc<B> {
         match self {
             Placement::Single(b) | Placement::Distributed { backend: b, .. } => b,
-            Placement::Data(backends) => &backends[0],
+            Placement::Data(backends) | Placement::Split(backends) => &backends[0],
         }
     }
 
@@ -119,6 +132,10 @@ impl<B: Backend> Placement<B> {
             Placement::Data(backends) => {
                 let names: Vec<String> = backends.iter().map(|b| b.name()).collect();
                 format!("data parallel over {} devices: {}", backends.len(), names.join(", "))
+            }
+            Placement::Split(backends) => {
+                let names: Vec<String> = backends.iter().map(|b| b.name()).collect();
+                format!("model split over {} devices: {}", backends.len(), names.join(", "))
             }
             Placement::Distributed { backend, group } => {
                 format!("{} ({}, rank {})", backend.name(), group.describe(), group.rank())
