@@ -27,6 +27,7 @@ pub mod parallel;
 pub mod plot;
 pub mod preset;
 pub mod schedule;
+pub mod synthetic;
 pub mod trainer;
 
 pub use atomic::write_atomic;

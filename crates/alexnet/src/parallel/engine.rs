@@ -348,3 +348,78 @@ impl<B: Backend + 'static> Engine for Replicas<B> {
         }
     }
 }
+
+/// A model on its devices ([`Placement`]), one training step or inference batch at a time,
+/// without the [`crate::Trainer`]'s data, schedules and files: for benchmarks and custom
+/// loops.
+///
+/// ```
+/// use std::sync::Arc;
+/// use alexnet::parallel::{Placement, PlacedModel};
+/// use alexnet::{Architecture, InitScheme, Preset, init::init_params};
+/// use alexnet_autograd::CpuBackend;
+/// use alexnet_core::SgdStep;
+///
+/// let arch = Architecture::default_for(Preset::Mini)?.with_lrn_groups(2)?;
+/// let params = init_params(&arch, InitScheme::He, 1);
+/// let devices = vec![Arc::new(CpuBackend::with_threads(1)?), Arc::new(CpuBackend::with_threads(1)?)];
+/// let mut split = PlacedModel::new(&arch, Placement::Split(devices), &params)?;
+/// let images = vec![0.5; 2 * 28 * 28];
+/// let sgd = SgdStep { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 };
+/// let loss = split.train_step(&images, [2, 1, 28, 28], &[3, 7], 0, &sgd)?;
+/// assert!(loss.is_finite());
+/// assert_eq!(split.logits(&images, &[2, 1, 28, 28])?.len(), 2 * 10);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct PlacedModel {
+    engine: Box<dyn Engine>,
+}
+
+impl PlacedModel {
+    /// `arch` with parameters `params` (one device's names and layouts) on `placement`.
+    pub fn new<B: Backend + 'static>(arch: &Architecture, placement: Placement<B>, params: &TensorMap) -> Result<Self> {
+        Ok(Self { engine: build_engine(arch, placement, params, None)? })
+    }
+
+    /// The architecture.
+    pub fn arch(&self) -> &Architecture {
+        self.engine.arch()
+    }
+
+    /// Forward, backward and SGD update of one global batch (`shape` = `[n, c, h, w]`);
+    /// returns the mean loss. Dropout draws from `dropout_seed`.
+    pub fn train_step(
+        &mut self,
+        images: &[f32],
+        shape: [usize; 4],
+        labels: &[usize],
+        dropout_seed: u64,
+        step: &SgdStep,
+    ) -> Result<f32> {
+        if images.len() != shape.iter().product::<usize>() || labels.len() != shape[0] {
+            return Err(Error::config(format!(
+                "{} image values and {} labels for a batch of shape {shape:?}",
+                images.len(),
+                labels.len()
+            )));
+        }
+        let out = self.engine.forward_backward(&StepInput { images, shape, labels, dropout_seed })?;
+        self.engine.sgd_step(step)?;
+        Ok(out.loss)
+    }
+
+    /// Inference logits `[n, classes]` of `images` (`shape` = `[n, c, h, w]`).
+    pub fn logits(&mut self, images: &[f32], shape: &[usize]) -> Result<Vec<f32>> {
+        self.engine.logits(images, shape)
+    }
+
+    /// Parameters (and state) as one device holds them.
+    pub fn params_to_host(&self) -> Result<TensorMap> {
+        self.engine.params_to_host()
+    }
+
+    /// What exchanges between devices cost so far (`None` on one device).
+    pub fn exchange_stats(&self) -> Option<ExchangeStats> {
+        self.engine.exchange_stats()
+    }
+}

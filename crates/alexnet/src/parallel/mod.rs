@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use alexnet_core::Backend;
 
+pub use engine::PlacedModel;
 #[cfg(feature = "mpi")]
 pub use self::mpi::{EXIT_STALLED, Mpi, MpiGroup};
 pub(crate) use engine::{Engine, StepInput, build_engine};

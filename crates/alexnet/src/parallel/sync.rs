@@ -108,15 +108,19 @@ pub(crate) struct GradientSync {
     stats: ExchangeStats,
 }
 
-/// What a replica's gradient exchange cost so far.
+/// What exchanging data between devices or processes cost so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ExchangeStats {
     /// Steps exchanged.
     pub steps: u64,
-    /// Gradient bytes this replica sent (and received back summed) per step.
+    /// Bytes per step (the last step's). Data parallelism: the gradient bytes one replica
+    /// sends (and receives back summed). Model split: the activations and gradients the two
+    /// devices send each other, both directions together.
     pub bytes_per_step: u64,
-    /// Seconds the replica waited for sums after its backward pass ended (the exchange
-    /// time that overlapping with backward did not hide).
+    /// Seconds spent exchanging that computing did not hide. Data parallelism: a replica's
+    /// waits for sums after its backward pass ended. Model split: every copy of exchanged
+    /// data between a device and the host and the host's joins and sums, which the
+    /// devices wait for.
     pub wait_seconds: f64,
 }
 

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use alexnet::{Preset, RunConfig, Schedule};
+pub mod faulty;
+
+use alexnet::{BatchReport, Observer, Placement, Preset, RunConfig, Schedule, TensorMap};
 use alexnet_autograd::CpuBackend;
 
 pub fn fashion_mnist() -> PathBuf {
@@ -31,28 +33,55 @@ pub fn backend() -> Arc<CpuBackend> {
     Arc::new(CpuBackend::with_threads(2).unwrap())
 }
 
-/// Writes `per_class` PNGs of seeded noise, `size` pixels square, into one sub-folder per
-/// class under `root`, each class with its own mean colour so that it is learnable. Unlike
-/// Fashion-MNIST's exact-zero backgrounds, noise puts no activation exactly on a ReLU or
-/// max-pool boundary, so two runs that differ only in rounding stay close.
-pub fn write_noise_folder(root: &Path, classes: usize, per_class: usize, size: u32) {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 56) as u8
-    };
-    for class in 0..classes {
-        let dir = root.join(format!("class{class}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..per_class {
-            let img = image::RgbImage::from_fn(size, size, |_, _| {
-                let mut px = [next() / 2, next() / 2, next() / 2];
-                px[class % 3] += 100;
-                image::Rgb(px)
-            });
-            img.save(dir.join(format!("{i}.png"))).unwrap();
-        }
+/// Records every step's loss.
+#[derive(Default)]
+pub struct Losses(pub Vec<f32>);
+impl Observer for Losses {
+    fn batch_end(&mut self, report: &BatchReport) {
+        self.0.push(report.loss);
     }
+}
+
+/// A one-thread CPU backend (several of them stand for several devices).
+pub fn cpu() -> Arc<CpuBackend> {
+    Arc::new(CpuBackend::with_threads(1).unwrap())
+}
+
+/// `n` one-thread CPU replicas.
+pub fn replicas(n: usize) -> Placement<CpuBackend> {
+    Placement::Data((0..n).map(|_| cpu()).collect())
+}
+
+/// Relative difference of two tensors: max |a - b| over max |a|.
+pub fn max_relative(a: &[f32], b: &[f32]) -> f64 {
+    let scale = a.iter().map(|v| f64::from(v.abs())).fold(1e-12, f64::max);
+    a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max) / scale
+}
+
+#[track_caller]
+pub fn assert_params_close(a: &TensorMap, b: &TensorMap, tolerance: f64, what: &str) {
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!((na, &ta.dims), (nb, &tb.dims));
+        let rel = max_relative(&ta.data, &tb.data);
+        assert!(rel <= tolerance, "{what}: {na} differs by {rel:e} relative");
+    }
+}
+
+#[track_caller]
+pub fn assert_losses_close(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: step counts");
+    for (step, (x, y)) in a.iter().zip(b).enumerate() {
+        let rel = f64::from((x - y).abs()) / f64::from(x.abs()).max(1e-6);
+        assert!(rel <= 1e-4, "{what}: step {step} loss {x} vs {y} ({rel:e} relative)");
+    }
+}
+
+/// `mini` on a class folder of 120 noise images (crops, flips, PCA noise; 90 to train).
+pub fn noise_config(data: &Path, runs: &Path, name: &str, epochs: usize) -> RunConfig {
+    let mut c = small_config(runs, name, epochs);
+    c.data.train = Some(data.to_path_buf());
+    c.data.max_train_images = None;
+    c.optim.batch_size = 30;
+    c
 }
