@@ -71,19 +71,33 @@ pub fn test_backend_with_gemm(gemm: GemmEngine) -> Option<OpenClBackend> {
     test_backend_or_skip(OpenClBackend::with_gemm(&DeviceSelector::from_env(), Some(gemm)))
 }
 
-fn test_backend_or_skip(made: Result<OpenClBackend, OpenClError>) -> Option<OpenClBackend> {
-    match made {
-        Ok(backend) => Some(backend),
-        Err(e) => {
-            if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
-                panic!("{REQUIRE_ENV}=1 but the OpenCL backend is unavailable: {e}");
-            }
-            // Straight to stderr, past libtest's output capture, so that skips show in CI logs.
-            let line = format!("skipping OpenCL test: {e}\n");
-            let _ = std::io::stderr().write_all(line.as_bytes());
-            None
-        }
+/// Backends on devices `0..count` for multi-device tests, or `None` after printing why they
+/// are skipped (too few devices: PoCL lists two CPU devices with
+/// `POCL_DEVICES="pthread pthread"`). With `ALEX_REQUIRE_OPENCL=1` too few devices panic.
+pub fn test_backends(count: usize) -> Option<Vec<OpenClBackend>> {
+    let found = list_devices().map(|list| list.len()).map_err(|e| skip_or_fail(&e.to_string())).ok()?;
+    if found < count {
+        skip_or_fail(&format!(
+            "the test needs {count} OpenCL devices and {found} exist (with PoCL set \
+             POCL_DEVICES=\"pthread pthread\" for two CPU devices)"
+        ));
+        return None;
     }
+    (0..count).map(|i| test_backend_or_skip(OpenClBackend::new(&DeviceSelector::Index(i)))).collect()
+}
+
+fn test_backend_or_skip(made: Result<OpenClBackend, OpenClError>) -> Option<OpenClBackend> {
+    made.map_err(|e| skip_or_fail(&e.to_string())).ok()
+}
+
+/// Panics with `reason` under [`REQUIRE_ENV`]`=1`; otherwise prints that the test is skipped.
+fn skip_or_fail(reason: &str) {
+    if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
+        panic!("{REQUIRE_ENV}=1 but the OpenCL backend is unavailable: {reason}");
+    }
+    // Straight to stderr, past libtest's output capture, so that skips show in CI logs.
+    let line = format!("skipping OpenCL test: {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The README's code blocks, compiled and run as doc-tests.
