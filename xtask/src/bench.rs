@@ -1,17 +1,16 @@
 //! `cargo xtask bench train`: throughput of a full training step and of inference on
-//! synthetic input.
+//! synthetic input, on one device or several (`--devices 0,1 --parallel data|model`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use alexnet::{Architecture, Model, Preset};
-use alexnet_autograd::Tape;
+use alexnet::parallel::PlacedModel;
+use alexnet::{Architecture, BackendKind, Parallelism, Preset, init::init_params};
 use alexnet_core::Backend;
+use alexnet_opencl::Activity;
 use clap::Args;
 
-use alexnet_opencl::Activity;
-
-use crate::{AnyBackend, AnyResult, BackendArgs, make_backend};
+use crate::{AnyBackends, AnyResult, BackendArgs, make_backends, placement};
 
 /// Options of `bench train`.
 #[derive(Args, Debug)]
@@ -19,7 +18,11 @@ pub struct BenchArgs {
     /// Model preset.
     #[arg(long, default_value = "paper")]
     preset: Preset,
-    /// Training batch size.
+    /// Channel groups the LRN layers normalise apart (default: the preset's; the model
+    /// split needs 2).
+    #[arg(long)]
+    lrn_groups: Option<usize>,
+    /// Training batch size (the global batch, over all devices).
     #[arg(long, default_value_t = 128)]
     batch: usize,
     /// Inference batch size.
@@ -31,115 +34,148 @@ pub struct BenchArgs {
     /// Timed inference batches (after one warm-up batch).
     #[arg(long, default_value_t = 5)]
     infer_steps: usize,
+    /// Several devices: OpenCL indices such as `0,1`; with the CPU backend, one per entry.
+    #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
+    devices: Option<Vec<usize>>,
+    /// How several devices divide the work: `data` or `model` (the paper's split).
+    #[arg(long, default_value = "data")]
+    parallel: Parallelism,
     #[command(flatten)]
     backend: BackendArgs,
 }
 
 pub fn run(args: BenchArgs) -> AnyResult {
-    match make_backend(&args.backend, alexnet::BackendKind::Cpu)? {
-        AnyBackend::Cpu(b) => bench_on(b, &args, None),
-        AnyBackend::OpenCl(b) => {
-            let counted = Arc::clone(&b);
-            bench_on(b, &args, Some(&move || counted.activity()))
+    let kind = args.backend.backend.unwrap_or(BackendKind::Cpu);
+    let devices = args.devices.clone().unwrap_or_else(|| vec![args.backend.device.unwrap_or(0)]);
+    match make_backends(&args.backend, kind, &devices)? {
+        AnyBackends::Cpu(list) => bench_on(list, &args, None),
+        AnyBackends::OpenCl(list) => {
+            let counted = list.clone();
+            bench_on(list, &args, Some(&move || counted.iter().map(|b| b.activity()).collect()))
         }
     }
 }
 
-/// Prints what one training step enqueued and transferred, averaged over `steps` steps.
-fn print_activity(activity: &Activity, steps: usize) {
+/// Prints what one training step enqueued and transferred on each device, averaged over
+/// `steps` steps.
+fn print_activity(activity: &[Activity], steps: usize) {
     let per = |v: u64| v as f64 / steps as f64;
-    println!(
-        "per training step: {:.0} kernel launches + {:.0} CLBlast calls + {:.0} device copies; \
-         {:.0} uploads ({:.1} MB), {:.0} downloads ({:.0} bytes)",
-        per(activity.launches),
-        per(activity.library_calls),
-        per(activity.device_copies),
-        per(activity.uploads),
-        per(activity.upload_bytes) / 1e6,
-        per(activity.downloads),
-        per(activity.download_bytes),
-    );
+    for (device, activity) in activity.iter().enumerate() {
+        let which = if activity.len() > 1 { format!(", device {device}") } else { String::new() };
+        println!(
+            "per training step{which}: {:.0} kernel launches + {:.0} CLBlast calls + {:.0} device copies; \
+             {:.0} uploads ({:.1} MB), {:.0} downloads ({:.0} bytes)",
+            per(activity.launches),
+            per(activity.library_calls),
+            per(activity.device_copies),
+            per(activity.uploads),
+            per(activity.upload_bytes) / 1e6,
+            per(activity.downloads),
+            per(activity.download_bytes),
+        );
+    }
 }
 
 fn synthetic(len: usize, seed: u64) -> Vec<f32> {
     (0..len as u64).map(|i| alexnet_core::rng::uniform(seed, i) * 2.0 - 1.0).collect()
 }
 
-/// Times training and inference on `backend`; `activity` (OpenCL) reads its launch and
-/// transfer counters, reported per training step.
+/// Times training and inference on `backends` (one per device); `activity` (OpenCL) reads
+/// each device's launch and transfer counters, reported per training step.
 fn bench_on<B: Backend + 'static>(
-    backend: Arc<B>,
+    backends: Vec<Arc<B>>,
     args: &BenchArgs,
-    activity: Option<&dyn Fn() -> Activity>,
+    activity: Option<&dyn Fn() -> Vec<Activity>>,
 ) -> AnyResult {
-    let arch = Architecture::default_for(args.preset)?;
+    let mut arch = Architecture::default_for(args.preset)?;
+    if let Some(groups) = args.lrn_groups {
+        arch = arch.with_lrn_groups(groups)?;
+    }
     let [c, h, w] = arch.input;
     let classes = arch.classes;
     let flops = arch.forward_flops() as f64;
+    let all = backends.clone();
+    let placement = placement(backends, args.parallel)?;
     println!(
         "{} ({} parameters, {:.2} GFLOP forward per image) on {}",
         args.preset,
         alexnet::preset::group_thousands(arch.trainable_params()),
         flops / 1e9,
-        backend.name()
+        placement.describe()
     );
-    let mut model = Model::init(arch, backend.clone(), args.preset.default_init(), 1)?;
+    let params = init_params(&arch, args.preset.default_init(), 1);
+    let mut model = PlacedModel::new(&arch, placement, &params)?;
+    let sync_all = || -> AnyResult {
+        for b in &all {
+            b.synchronize()?;
+        }
+        Ok(())
+    };
 
     let n = args.batch;
     let x = synthetic(n * c * h * w, 2);
     let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
     let step = alexnet_core::SgdStep { lr: 1e-4, momentum: 0.9, weight_decay: 5e-4 };
-    let mut tape = Tape::train(backend.clone());
-    let mut times = Vec::new();
-    let mut before = None;
+    let (mut exchange_before, mut activity_before) = (None, None);
+    let mut seconds = 0.0;
     for i in 0..=args.steps {
         if i == 1 {
-            before = activity.map(|read| read());
+            exchange_before = model.exchange_stats();
+            activity_before = activity.map(|read| read());
         }
-        let t = Instant::now();
-        // The trainer's step: its only read-back (the loss summary) waits for the backward.
-        let summary = model.train_step(&mut tape, &x, &[n, c, h, w], &labels, i as u64, &step)?;
-        backend.synchronize()?;
-        if !summary.mean_loss.is_finite() {
-            return Err(format!("training step {i}: non-finite loss {}", summary.mean_loss).into());
+        let started = Instant::now();
+        let loss = model.train_step(&x, [n, c, h, w], &labels, i as u64, &step)?;
+        sync_all()?;
+        if !loss.is_finite() {
+            return Err(format!("training step {i}: non-finite loss {loss}").into());
         }
         if i > 0 {
-            times.push(t.elapsed().as_secs_f64());
+            seconds += started.elapsed().as_secs_f64();
         }
     }
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let steps = args.steps.max(1);
+    let mean = seconds / steps as f64;
     let ips = n as f64 / mean;
     // Forward + backward (input and weight gradients) is three forward passes of work.
     println!(
-        "training, batch {n}: {ips:.1} images/s ({:.3} s/step over {} steps), {:.1} GFLOP/s (3x forward FLOPs)",
-        mean,
-        times.len(),
+        "training, batch {n}: {ips:.1} images/s ({mean:.3} s/step over {} steps), {:.1} GFLOP/s (3x forward FLOPs)",
+        args.steps,
         3.0 * flops * ips / 1e9
     );
-    if let (Some(read), Some(before)) = (activity, before) {
-        print_activity(&read().since(&before), times.len());
+    if let (Some(before), Some(now)) = (exchange_before, model.exchange_stats()) {
+        let exchange_steps = (now.steps - before.steps).max(1) as f64;
+        let moving = (now.wait_seconds - before.wait_seconds) / exchange_steps;
+        let what = match args.parallel {
+            Parallelism::Data => "gradients summed per step by each replica; waiting for sums after backward",
+            Parallelism::Model => "activations and gradients crossing between the devices per step; moving them",
+        };
+        println!(
+            "exchange: {:.1} MB {what}: {:.1} ms per step ({:.1}% of the step)",
+            now.bytes_per_step as f64 / 1e6,
+            1e3 * moving,
+            100.0 * moving / mean
+        );
+    }
+    if let (Some(read), Some(before)) = (activity, activity_before) {
+        let since: Vec<Activity> = read().iter().zip(&before).map(|(now, then)| now.since(then)).collect();
+        print_activity(&since, steps);
     }
 
     let m = args.infer_batch;
     let x = synthetic(m * c * h * w, 3);
-    let mut tape = Tape::inference(backend.clone());
-    let mut times = Vec::new();
+    let mut seconds = 0.0;
     for i in 0..=args.infer_steps {
-        let t = Instant::now();
-        tape.reset();
-        let input = tape.input(&x, &[m, c, h, w])?;
-        let logits = model.forward(&mut tape, input, 0)?;
-        let _ = tape.to_host(logits)?;
+        let started = Instant::now();
+        model.logits(&x, &[m, c, h, w])?;
         if i > 0 {
-            times.push(t.elapsed().as_secs_f64());
+            seconds += started.elapsed().as_secs_f64();
         }
     }
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let mean = seconds / args.infer_steps.max(1) as f64;
     let ips = m as f64 / mean;
     println!(
-        "inference, batch {m}: {ips:.1} images/s ({:.3} s/batch over {} batches), {:.1} GFLOP/s",
-        mean,
-        times.len(),
+        "inference, batch {m}: {ips:.1} images/s ({mean:.3} s/batch over {} batches), {:.1} GFLOP/s",
+        args.infer_steps,
         flops * ips / 1e9
     );
     Ok(())

@@ -123,7 +123,7 @@ struct TrainArgs {
         num_args = 0..=1,
         default_missing_value = "latest",
         value_name = "RUN_DIR",
-        conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "seed", "config", "name", "max_steps", "checkpoint_minutes", "max_train_images", "max_eval_images", "workers", "max_image_pixels"]
+        conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "seed", "config", "name", "max_steps", "checkpoint_minutes", "max_train_images", "max_eval_images", "workers", "max_image_pixels", "lrn_groups"]
     )]
     resume: Option<PathBuf>,
     /// Train on several devices: OpenCL indices such as `0,1` (see `cargo xtask devices`);
@@ -131,9 +131,14 @@ struct TrainArgs {
     #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
     devices: Option<Vec<usize>>,
     /// How several devices divide the work: `data` (a replica on each, gradients summed)
-    /// or `model` (the paper's split of every layer across two devices).
+    /// or `model` (the paper's split of every layer across two devices; LRN in two
+    /// channel groups, the `paper` preset's default, `--lrn-groups 2` for the others).
     #[arg(long)]
     parallel: Option<Parallelism>,
+    /// Channel groups the LRN layers normalise apart (default: the preset's, 2 for
+    /// `paper` as on the paper's two GPUs, 1 for the others).
+    #[arg(long)]
+    lrn_groups: Option<usize>,
     /// Stop after this many steps (smoke runs), with a checkpoint there that `--resume`
     /// continues from.
     #[arg(long)]
@@ -223,6 +228,9 @@ struct SummaryArgs {
     /// Input as CxHxW, e.g. 3x227x227 (default: the preset's).
     #[arg(long, value_parser = parse_input)]
     input: Option<[usize; 3]>,
+    /// Channel groups the LRN layers normalise apart (default: the preset's).
+    #[arg(long)]
+    lrn_groups: Option<usize>,
 }
 
 fn parse_input(s: &str) -> Result<[usize; 3], String> {
@@ -265,7 +273,9 @@ fn run(cli: Cli) -> AnyResult {
         Command::Summary(args) => {
             let input = args.input.unwrap_or(args.preset.default_input());
             let classes = args.classes.unwrap_or(args.preset.default_classes());
-            print!("{}", Architecture::new(args.preset, input, classes)?.summary());
+            let arch = Architecture::new(args.preset, input, classes)?;
+            let groups = args.lrn_groups.unwrap_or(args.preset.default_lrn_groups());
+            print!("{}", arch.with_lrn_groups(groups)?.summary());
             Ok(())
         }
         Command::Devices => devices(),
@@ -366,6 +376,7 @@ fn resolve_config(args: &TrainArgs) -> AnyResult<RunConfig> {
     o.lr = args.lr.unwrap_or(o.lr);
     o.max_steps = args.max_steps.or(o.max_steps);
     config.seed = args.seed.unwrap_or(config.seed);
+    config.lrn_groups = args.lrn_groups.or(config.lrn_groups);
     config.backend = args.backend.backend.unwrap_or(config.backend);
     config.device = args.backend.device.unwrap_or(config.device);
     config.devices = args.devices.clone().unwrap_or(config.devices);
@@ -454,9 +465,7 @@ fn placement<B: Backend>(mut backends: Vec<Arc<B>>, parallel: Parallelism) -> An
     match (backends.len(), parallel) {
         (1, _) => Ok(Placement::Single(backends.remove(0))),
         (_, Parallelism::Data) => Ok(Placement::Data(backends)),
-        (_, Parallelism::Model) => {
-            Err("--parallel model (the paper's two-device split) is not available yet; use --parallel data".into())
-        }
+        (_, Parallelism::Model) => Ok(Placement::Split(backends)),
     }
 }
 
