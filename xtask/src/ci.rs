@@ -68,10 +68,14 @@ pub fn run(args: CiArgs, root: &Path) -> AnyResult {
         step("cargo clippy, feature mpi", root, &cargo, &args, &[])?;
     }
     let opencl = if args.require_opencl { "1" } else { "0" };
-    step("cargo test --workspace", root, &cargo, &["test", "--workspace"], &[("ALEX_REQUIRE_OPENCL", opencl)])?;
+    // Two PoCL CPU devices for the multi-device tests (other drivers ignore the variable);
+    // every later step sees them too, as under .ci/run's export.
+    let two_devices = ("POCL_DEVICES", "pthread pthread");
+    let test_env = [("ALEX_REQUIRE_OPENCL", opencl), two_devices];
+    step("cargo test --workspace", root, &cargo, &["test", "--workspace"], &test_env)?;
     if !args.no_mpi {
         let test = ["test", "-p", "xtask", "--features", "mpi", "--test", "distributed"];
-        step("distributed tests (mpirun -np 2 and 3)", root, &cargo, &test, &[("ALEX_REQUIRE_OPENCL", opencl)])?;
+        step("distributed tests (mpirun -np 2 and 3)", root, &cargo, &test, &test_env)?;
         if !args.no_smoke {
             let runs = root.join("target").join("ci-runs");
             let _ = std::fs::remove_dir_all(runs.join("smoke-mpi"));
@@ -90,34 +94,23 @@ pub fn run(args: CiArgs, root: &Path) -> AnyResult {
                 "--runs-dir",
                 &runs,
             ]);
-            step("train --distributed (smoke: 2 ranks, 10 steps)", root, "mpirun", &mpirun, &[])?;
+            step("train --distributed (smoke: 2 ranks, 10 steps)", root, "mpirun", &mpirun, &[two_devices])?;
         }
     }
     if !args.no_smoke {
         let runs = root.join("target").join("ci-runs");
         let _ = std::fs::remove_dir_all(&runs);
         let runs = runs.to_string_lossy().into_owned();
-        let exe = std::env::current_exe()?;
-        step(
-            "cargo xtask train (smoke: 30 steps)",
-            root,
-            &exe.to_string_lossy(),
-            &[
-                "train",
-                "--quiet",
-                "--epochs",
-                "1",
-                "--max-steps",
-                "30",
-                "--max-eval-images",
-                "1000",
-                "--name",
-                "smoke",
-                "--runs-dir",
-                &runs,
-            ],
-            &[],
-        )?;
+        let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+        let smoke = ["train", "--quiet", "--epochs", "1", "--runs-dir", &runs];
+        let one = [&smoke[..], &["--max-steps", "30", "--max-eval-images", "1000", "--name", "smoke"]].concat();
+        step("cargo xtask train (smoke: 30 steps)", root, &exe, &one, &[two_devices])?;
+        // Without a required OpenCL driver, two CPU backends stand for the two devices.
+        let backend = if args.require_opencl { "opencl" } else { "cpu" };
+        let split_flags = ["--max-steps", "10", "--max-eval-images", "200", "--lrn-groups", "2", "--backend", backend];
+        let split =
+            [&smoke[..], &split_flags, &["--devices", "0,1", "--parallel", "model", "--name", "smoke-split"]].concat();
+        step("cargo xtask train (smoke: the model split on two devices)", root, &exe, &split, &[two_devices])?;
     }
     println!("== all checks passed");
     Ok(())
