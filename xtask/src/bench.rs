@@ -58,10 +58,10 @@ pub fn run(args: BenchArgs) -> AnyResult {
 
 /// Prints what one training step enqueued and transferred on each device, averaged over
 /// `steps` steps.
-fn print_activity(activity: &[Activity], steps: usize) {
+fn print_activity(devices: &[Activity], steps: usize) {
     let per = |v: u64| v as f64 / steps as f64;
-    for (device, activity) in activity.iter().enumerate() {
-        let which = if activity.len() > 1 { format!(", device {device}") } else { String::new() };
+    for (device, activity) in devices.iter().enumerate() {
+        let which = if devices.len() > 1 { format!(", device {device}") } else { String::new() };
         println!(
             "per training step{which}: {:.0} kernel launches + {:.0} CLBlast calls + {:.0} device copies; \
              {:.0} uploads ({:.1} MB), {:.0} downloads ({:.0} bytes)",
