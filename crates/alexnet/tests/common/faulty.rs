@@ -302,10 +302,11 @@ impl<B: Backend> Backend for Faulty<B> {
         logits: &B::Buffer,
         labels: &B::Buffer,
         probs: &mut B::Buffer,
-        row_loss: &mut B::Buffer,
+        loss: &mut B::Buffer,
+        summary: &mut B::Buffer,
     ) -> Result<()> {
         self.launch()?;
-        self.inner.softmax_xent_forward(batch, classes, logits, labels, probs, row_loss)
+        self.inner.softmax_xent_forward(batch, classes, logits, labels, probs, loss, summary)
     }
     fn softmax_xent_backward(
         &self,
@@ -313,11 +314,11 @@ impl<B: Backend> Backend for Faulty<B> {
         classes: usize,
         probs: &B::Buffer,
         labels: &B::Buffer,
-        scale: f32,
+        dloss: &B::Buffer,
         dlogits: &mut B::Buffer,
     ) -> Result<()> {
         self.launch()?;
-        self.inner.softmax_xent_backward(batch, classes, probs, labels, scale, dlogits)
+        self.inner.softmax_xent_backward(batch, classes, probs, labels, dloss, dlogits)
     }
     fn sgd_step(&self, step: &SgdStep, w: &mut B::Buffer, grad: &B::Buffer, velocity: &mut B::Buffer) -> Result<()> {
         self.launch()?;
