@@ -140,7 +140,7 @@ fn a_device_index_out_of_range_lists_the_devices() {
     let Some(devices) = two_devices() else { return };
     drop(devices);
     let count = alexnet_opencl::list_devices().unwrap().len();
-    let err = OpenClBackend::new(&DeviceSelector::Index(count)).err().expect("no such device");
+    let Err(err) = OpenClBackend::new(&DeviceSelector::Index(count)) else { panic!("device {count} should not exist") };
     assert!(matches!(err, OpenClError::DeviceNotFound { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains(&format!("`{count}`")) && msg.contains("0: ") && msg.contains("1: "), "{msg}");
