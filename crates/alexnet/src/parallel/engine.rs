@@ -54,15 +54,19 @@ pub(crate) trait Engine: Send {
     fn momentum_to_host(&self) -> Result<TensorMap>;
     /// The first device's gradient-exchange costs, when gradients are exchanged.
     fn exchange_stats(&self) -> Option<ExchangeStats>;
-    /// Element-wise sums of `values` over the processes of a group (the values themselves
-    /// in one process).
-    fn sum_over_processes(&mut self, tag: &str, values: Vec<f32>) -> Result<Vec<f32>>;
-    /// Process 0's `values` (the values themselves in one process): for checking that the
-    /// processes of a group agree.
-    fn values_of_process_0(&mut self, tag: &str, values: &[u64]) -> Result<Vec<u64>>;
+    /// Element-wise sums of `values` over the processes of a group (by default, an engine
+    /// in one process: the values themselves).
+    fn sum_over_processes(&mut self, _tag: &str, values: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(values)
+    }
+    /// Process 0's `values` (by default, one process: the values themselves): for checking
+    /// that the processes of a group agree.
+    fn values_of_process_0(&mut self, _tag: &str, values: &[u64]) -> Result<Vec<u64>> {
+        Ok(values.to_vec())
+    }
     /// Ends the group after this process failed, so that no other waits for it (over MPI
-    /// this ends every process).
-    fn abort(&mut self, reason: &str);
+    /// this ends every process; by default, one process, nothing to end).
+    fn abort(&mut self, _reason: &str) {}
 }
 
 /// Builds the engine for `placement` with parameters `params` (and momentum, when resuming).

@@ -39,9 +39,9 @@ use std::sync::Arc;
 
 use alexnet_core::Backend;
 
-pub use engine::PlacedModel;
 #[cfg(feature = "mpi")]
 pub use self::mpi::{EXIT_STALLED, Mpi, MpiGroup};
+pub use engine::PlacedModel;
 pub(crate) use engine::{Engine, StepInput, build_engine};
 pub use local::{LocalGroup, LocalMember};
 pub use sync::{DEFAULT_BUCKET_BYTES, ExchangeStats};
