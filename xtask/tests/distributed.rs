@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use alexnet::synthetic::write_noise_folder;
 use alexnet::{Checkpoint, CheckpointDir, RunConfig, TensorMap};
-use common::{small_config, write_noise_folder};
+use common::small_config;
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
@@ -148,7 +149,7 @@ fn l2_relative(a: &TensorMap, b: &TensorMap) -> f64 {
 #[test]
 fn two_ranks_track_one_process_over_twenty_steps() {
     let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_noise_folder(data.path(), 3, 40, 32);
+    write_noise_folder(data.path(), 3, 40, 32).unwrap();
     let config = write_config(data.path(), runs.path(), "twenty-steps", 7, |c| {
         c.optim.max_steps = Some(20);
         // A checkpoint after every step, to compare every step.
@@ -212,7 +213,7 @@ fn two_ranks_track_one_process_over_twenty_steps() {
 #[test]
 fn runs_resume_on_another_number_of_ranks() {
     let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_noise_folder(data.path(), 3, 40, 32);
+    write_noise_folder(data.path(), 3, 40, 32).unwrap();
     let whole = write_config(data.path(), runs.path(), "whole", 3, |_| {});
     let part = write_config(data.path(), runs.path(), "part", 3, |c| c.optim.max_steps = Some(4));
     assert_success(&single(&train_args(&whole, runs.path(), "straight")), "uninterrupted");
@@ -287,7 +288,7 @@ fn signal(pid: u32, name: &str) {
 #[test]
 fn a_killed_rank_ends_the_job() {
     let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_noise_folder(data.path(), 3, 40, 32);
+    write_noise_folder(data.path(), 3, 40, 32).unwrap();
     let (child, pids) = start_long_run(2, data.path(), runs.path(), &[]);
     std::thread::sleep(Duration::from_secs(1));
     signal(pids[1], "KILL");
@@ -302,7 +303,7 @@ fn a_killed_rank_ends_the_job() {
 #[test]
 fn a_stuck_rank_ends_the_job_after_the_collective_timeout() {
     let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_noise_folder(data.path(), 3, 40, 32);
+    write_noise_folder(data.path(), 3, 40, 32).unwrap();
     let (child, pids) = start_long_run(2, data.path(), runs.path(), &["--collective-timeout", "5"]);
     std::thread::sleep(Duration::from_secs(1));
     signal(pids[1], "STOP");
@@ -320,7 +321,7 @@ fn a_stuck_rank_ends_the_job_after_the_collective_timeout() {
 #[test]
 fn a_failing_or_disagreeing_rank_ends_the_job_with_its_reason() {
     let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_noise_folder(data.path(), 3, 40, 32);
+    write_noise_folder(data.path(), 3, 40, 32).unwrap();
     let config = write_config(data.path(), runs.path(), "short", 1, |_| {});
     let args = train_args(&config, runs.path(), "mpmd");
     for (rank_1_extra, reason) in [
