@@ -81,7 +81,7 @@ struct TrainArgs {
     /// CIFAR-10 binary folder. Default: the embedded Fashion-MNIST.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Model preset: paper, caffenet, keras-bn or mini.
+    /// Model preset: paper, caffenet, keras-bn, mini or torchvision.
     #[arg(long)]
     preset: Option<Preset>,
     /// Validation data (same layout as --data).
@@ -219,7 +219,7 @@ struct PredictArgs {
 
 #[derive(Args, Debug)]
 struct SummaryArgs {
-    /// Model preset: paper, caffenet, keras-bn or mini.
+    /// Model preset: paper, caffenet, keras-bn, mini or torchvision.
     #[arg(long, default_value = "paper")]
     preset: Preset,
     /// Number of classes (default: the preset's).

@@ -48,6 +48,8 @@ pub(crate) struct Entry<B: Backend> {
     pub(crate) grad: Option<B::Buffer>,
     /// Momentum buffer (trainable only).
     pub(crate) velocity: Option<B::Buffer>,
+    /// A trainable parameter held fixed: read as a constant, left alone by SGD.
+    pub(crate) frozen: bool,
 }
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
@@ -102,7 +104,7 @@ impl<B: Backend> ParamStore<B> {
             ParamKind::State => (None, None),
         };
         let id = self.entries.len();
-        self.entries.push(Entry { name: name.to_owned(), dims: checked, kind, value, grad, velocity });
+        self.entries.push(Entry { name: name.to_owned(), dims: checked, kind, value, grad, velocity, frozen: false });
         self.index.insert(name.to_owned(), id);
         Ok(ParamId(id))
     }
@@ -149,6 +151,29 @@ impl<B: Backend> ParamStore<B> {
     /// The kind of `id`.
     pub fn kind(&self, id: ParamId) -> Result<ParamKind> {
         Ok(self.entry(id)?.kind)
+    }
+
+    /// Holds the trainable parameter `name` fixed (`frozen`) or trains it again. Tapes read
+    /// a frozen parameter as a constant, so backward computes no gradient for it, nor for
+    /// the layers before it when nothing else there needs one (fine-tuning only a head
+    /// skips the backward pass of the frozen trunk); [`ParamStore::sgd_step`] leaves its
+    /// value and momentum unchanged (no weight decay either) and its gradient stays zero.
+    pub fn set_frozen(&mut self, name: &str, frozen: bool) -> Result<()> {
+        let id = self.id(name)?;
+        let e = &mut self.entries[id.0];
+        if e.kind != ParamKind::Trainable {
+            return Err(kind_error(e, ParamKind::Trainable));
+        }
+        if frozen && let Some(grad) = e.grad.as_mut() {
+            self.backend.fill(grad, 0.0)?;
+        }
+        e.frozen = frozen;
+        Ok(())
+    }
+
+    /// Whether `id` is held fixed (see [`ParamStore::set_frozen`]).
+    pub fn is_frozen(&self, id: ParamId) -> Result<bool> {
+        Ok(self.entry(id)?.frozen)
     }
 
     /// Total elements of the trainable parameters.
@@ -254,11 +279,12 @@ impl<B: Backend> ParamStore<B> {
         Ok(())
     }
 
-    /// One SGD step (momentum, weight decay) on every trainable parameter, from the
-    /// gradients of the last backward. Fails with [`AutogradError::ParamInUse`] while a tape
-    /// still reads a parameter (call `backward` or `reset` on it first).
+    /// One SGD step (momentum, weight decay) on every trainable parameter that is not
+    /// frozen, from the gradients of the last backward. Fails with
+    /// [`AutogradError::ParamInUse`] while a tape still reads a parameter (call `backward`
+    /// or `reset` on it first).
     pub fn sgd_step(&mut self, step: &SgdStep) -> Result<()> {
-        for e in &mut self.entries {
+        for e in self.entries.iter_mut().filter(|e| !e.frozen) {
             let (Some(grad), Some(velocity)) = (e.grad.as_ref(), e.velocity.as_mut()) else { continue };
             let value = Arc::get_mut(&mut e.value).ok_or_else(|| AutogradError::ParamInUse { name: e.name.clone() })?;
             self.backend.sgd_step(step, value, grad, velocity)?;

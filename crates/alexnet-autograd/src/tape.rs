@@ -239,7 +239,8 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(Value::Owned(own), dims, requires_grad, Op::Input))
     }
 
-    /// The trainable parameter `name` of `store` (its value is shared, not copied).
+    /// The trainable parameter `name` of `store` (its value is shared, not copied); a
+    /// constant when it is frozen ([`ParamStore::set_frozen`]).
     pub fn param(&mut self, store: &ParamStore<B>, name: &str) -> Result<Tensor> {
         self.param_id(store, store.id(name)?)
     }
@@ -259,7 +260,7 @@ impl<B: Backend> Tape<B> {
                 actual: "a state buffer",
             });
         }
-        Ok(self.push(Value::Param(Arc::clone(&entry.value)), entry.dims, true, Op::Param { id }))
+        Ok(self.push(Value::Param(Arc::clone(&entry.value)), entry.dims, !entry.frozen, Op::Param { id }))
     }
 
     /// The value buffer of `t`.
@@ -426,9 +427,11 @@ impl<B: Backend> Tape<B> {
         Ok(())
     }
 
-    /// Zeroes the gradient of a parameter that no gradient reached.
+    /// Zeroes the gradient of a parameter that no gradient reached (a frozen one's is zero
+    /// already: `set_frozen` cleared it and nothing writes it).
     fn finish_param_grad(&self, store: &mut ParamStore<B>, id: ParamId, written: bool) -> Result<()> {
-        if let (false, Some(grad)) = (written, store.entries[id.0].grad.as_mut()) {
+        let entry = &mut store.entries[id.0];
+        if let (false, false, Some(grad)) = (written, entry.frozen, entry.grad.as_mut()) {
             self.backend.fill(grad, 0.0)?;
         }
         Ok(())

@@ -103,6 +103,47 @@ fn sgd_waits_for_the_tape_and_follows_the_paper_update() {
 }
 
 #[test]
+fn frozen_parameters_get_no_gradient_and_no_update_and_prune_the_backward() {
+    let backend = Arc::new(CpuBackend::new());
+    let mut store = ParamStore::new(backend.clone());
+    store.insert("trunk", &[2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    store.insert("head", &[1, 2], &[0.5, -1.0]).unwrap();
+    store.insert_state("stats", &[1], &[0.0]).unwrap();
+    assert!(matches!(store.set_frozen("stats", true), Err(AutogradError::ParamKind { .. })));
+    assert!(matches!(store.set_frozen("nope", true), Err(AutogradError::UnknownParam { .. })));
+    store.set_frozen("trunk", true).unwrap();
+    assert!(store.is_frozen(store.id("trunk").unwrap()).unwrap());
+    let step = SgdStep { lr: 0.1, momentum: 0.9, weight_decay: 0.5 };
+    let mut tape = Tape::train(backend);
+    // loss = head . relu(trunk x), x = (1, 1): trunk x = (3, 7), loss = 1.5 - 7 = -5.5.
+    let x = tape.input(&[1.0, 1.0], &[1, 2]).unwrap();
+    let trunk = tape.param(&store, "trunk").unwrap();
+    let hidden = tape.linear(x, trunk, None).unwrap();
+    let hidden = tape.relu(hidden).unwrap();
+    let head = tape.param(&store, "head").unwrap();
+    let y = tape.linear(hidden, head, None).unwrap();
+    let loss = tape.mean(y).unwrap();
+    assert_eq!(tape.scalar(loss).unwrap(), -5.5);
+    tape.backward(loss, &mut store).unwrap();
+    assert!(tape.grad(hidden).unwrap().is_none(), "nothing before the head needs a gradient");
+    assert_eq!(store.grad_to_host("trunk").unwrap(), vec![0.0; 4]);
+    assert_eq!(store.grad_to_host("head").unwrap(), vec![3.0, 7.0]);
+    store.sgd_step(&step).unwrap();
+    assert_eq!(store.value_to_host("trunk").unwrap(), vec![1.0, 2.0, 3.0, 4.0], "no update, no weight decay");
+    // v = -0.5 * 0.1 * w - 0.1 * grad; w += v.
+    let want = [0.5 - 0.025 - 0.3, -1.0 + 0.05 - 0.7];
+    let got = store.value_to_host("head").unwrap();
+    assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-6), "{got:?} vs {want:?}");
+    // Thawed, the trunk trains again.
+    tape.reset();
+    store.set_frozen("trunk", false).unwrap();
+    let trunk = tape.param(&store, "trunk").unwrap();
+    let loss = tape.mean(trunk).unwrap();
+    tape.backward(loss, &mut store).unwrap();
+    assert_eq!(store.grad_to_host("trunk").unwrap(), vec![0.25; 4]);
+}
+
+#[test]
 fn host_maps_round_trip_and_reject_mismatches() {
     let (backend, store) = setup();
     let map = store.to_host_map().unwrap();

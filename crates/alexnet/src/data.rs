@@ -262,13 +262,17 @@ impl Datasets {
             DataFormat::ImageFolder => {
                 // The paper: shorter side to 256 (scaled for other inputs), centre crop,
                 // random crops of the input size, flips, PCA lighting.
-                let resize = ResizeCentreCrop { size: (h * 256).div_ceil(227) };
+                let resize = ResizeCentreCrop { size: config.preset.resize_for_crop(h) };
                 let options = StatsOptions { workers: d.workers, ..StatsOptions::default() };
                 let (stats, report) = ColourStats::load_or_compute(&*train, decode, Some(resize), &options)
                     .map_err(|e| Error::config(format!("colour statistics: {e}")))?;
                 notes.extend(report.problem.map(|p| format!("colour statistics cache: {p}")));
                 let pca = (d.pca_lighting && c == 3).then(|| PcaNoise::from_stats(&stats));
-                let normalize = Normalize::from_stats(&stats);
+                // Published weights expect their own statistics, not this folder's.
+                let normalize = match config.preset.fixed_normalization() {
+                    Some((mean, std)) => Normalize::per_channel(&mean[..c], &std[..c]),
+                    None => Normalize::from_stats(&stats),
+                };
                 let mut train = Transform::imagenet_train(pca);
                 train.resize = Some(resize);
                 if let alexnet_augment::Augment::Train { crop, .. } = &mut train.augment {

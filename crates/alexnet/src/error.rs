@@ -25,8 +25,25 @@ pub enum Error {
         /// What the geometry said.
         source: alexnet_core::Error,
     },
+    /// Adaptive average pooling met a feature map whose sides are not whole multiples of
+    /// its output (see [`crate::LayerSpec::AdaptiveAvgPool`]).
+    #[error(
+        "adaptive average pooling to {size}x{size} needs a feature map whose sides are multiples of {size}, got \
+         {height}x{width}{}",
+        nearest_input_hint(nearest_inputs)
+    )]
+    AdaptivePool {
+        /// The pooled output side.
+        size: usize,
+        /// The feature map's height.
+        height: usize,
+        /// The feature map's width.
+        width: usize,
+        /// The nearest square input sizes (below and above the one given) that work.
+        nearest_inputs: Vec<usize>,
+    },
     /// No preset has this name.
-    #[error("unknown preset `{name}`; choose one of paper, caffenet, keras-bn, mini")]
+    #[error("unknown preset `{name}`; choose one of paper, caffenet, keras-bn, mini, torchvision")]
     UnknownPreset {
         /// The name given.
         name: String,
@@ -146,6 +163,14 @@ fn last_good_note(last_good: &Option<PathBuf>) -> String {
     match last_good {
         Some(p) => format!("The last good checkpoint is kept at {}", p.display()),
         None => "No good checkpoint was written before it".into(),
+    }
+}
+
+fn nearest_input_hint(sizes: &[usize]) -> String {
+    match sizes {
+        [] => String::new(),
+        [one] => format!("; an input of {one}x{one} works"),
+        [lo, hi, ..] => format!("; the nearest inputs that work are {lo}x{lo} and {hi}x{hi}"),
     }
 }
 

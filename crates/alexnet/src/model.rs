@@ -245,6 +245,10 @@ pub(crate) fn record_layer<B: Backend>(
             let geom = layer.pool.as_ref().expect("resolved pools carry their geometry");
             tape.max_pool(h, geom)?
         }
+        LayerSpec::AdaptiveAvgPool { .. } => {
+            let geom = layer.pool.as_ref().expect("resolved pools carry their geometry");
+            tape.avg_pool(h, geom)?
+        }
         LayerSpec::BatchNorm { name, eps, momentum } => {
             let params = BatchNormParams { eps: *eps, momentum: *momentum };
             tape.batch_norm(h, store, name, &params)?

@@ -25,11 +25,15 @@ pub enum Preset {
     KerasBn,
     /// An AlexNet-shaped network for 28x28 images (the embedded Fashion-MNIST).
     Mini,
+    /// torchvision's `alexnet`: convolutions 64-192-384-256-256 without groups or LRN,
+    /// average pooling to 6x6, dropout before fc6 and fc7; parameters named and laid out as
+    /// its `state_dict` (`features.0.weight`, ..., `classifier.6.bias`).
+    Torchvision,
 }
 
 impl Preset {
     /// Every preset, in documentation order.
-    pub const ALL: [Preset; 4] = [Preset::Paper, Preset::Caffenet, Preset::KerasBn, Preset::Mini];
+    pub const ALL: [Preset; 5] = [Preset::Paper, Preset::Caffenet, Preset::KerasBn, Preset::Mini, Preset::Torchvision];
 
     /// The preset's name as the command line spells it.
     pub fn name(self) -> &'static str {
@@ -38,6 +42,7 @@ impl Preset {
             Preset::Caffenet => "caffenet",
             Preset::KerasBn => "keras-bn",
             Preset::Mini => "mini",
+            Preset::Torchvision => "torchvision",
         }
     }
 
@@ -45,7 +50,7 @@ impl Preset {
     pub fn default_input(self) -> [usize; 3] {
         match self {
             Preset::Paper | Preset::Caffenet => [3, 227, 227],
-            Preset::KerasBn => [3, 224, 224],
+            Preset::KerasBn | Preset::Torchvision => [3, 224, 224],
             Preset::Mini => [1, 28, 28],
         }
     }
@@ -64,7 +69,7 @@ impl Preset {
     pub fn default_init(self) -> InitScheme {
         match self {
             Preset::Paper | Preset::Caffenet => InitScheme::Paper,
-            Preset::KerasBn | Preset::Mini => InitScheme::He,
+            Preset::KerasBn | Preset::Mini | Preset::Torchvision => InitScheme::He,
         }
     }
 
@@ -72,12 +77,29 @@ impl Preset {
     /// paper's network ran: each GPU held half of conv1's and conv2's maps and normalised
     /// only those, so the two channels beside the halves' boundary see a clipped window.
     /// `caffenet`: 1, as Caffe's one-GPU reference model normalises across all channels.
-    /// `mini`: 1 (its trained figures predate the option).
+    /// `mini`: 1 (its trained figures predate the option). `keras-bn` and `torchvision` have no LRN.
     pub fn default_lrn_groups(self) -> usize {
         match self {
             Preset::Paper => 2,
-            Preset::Caffenet | Preset::KerasBn | Preset::Mini => 1,
+            Preset::Caffenet | Preset::KerasBn | Preset::Mini | Preset::Torchvision => 1,
         }
+    }
+
+    /// The fixed per-channel `(mean, std)` of `[0, 1]` pixels that the preset's published
+    /// weights expect, or `None` when the statistics come from the training data.
+    /// torchvision's ImageNet models all use the same values.
+    pub fn fixed_normalization(self) -> Option<([f32; 3], [f32; 3])> {
+        match self {
+            Preset::Torchvision => Some(([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])),
+            _ => None,
+        }
+    }
+
+    /// The square size folder images are resized to before cropping `crop` pixels: the
+    /// paper's 256 for 227 (scaled for other crops), torchvision's 256 for 224.
+    pub fn resize_for_crop(self, crop: usize) -> usize {
+        let reference = if self == Preset::Torchvision { 224 } else { 227 };
+        (crop * 256).div_ceil(reference)
     }
 
     /// The layer list for `classes` outputs (the first convolution takes whatever channel
@@ -88,6 +110,7 @@ impl Preset {
             Preset::Caffenet => alexnet_layers(LrnOrder::AfterPool, classes),
             Preset::KerasBn => keras_bn_layers(classes),
             Preset::Mini => mini_layers(classes),
+            Preset::Torchvision => torchvision_layers(classes),
         };
         set_lrn_groups(&mut layers, self.default_lrn_groups());
         layers
@@ -176,6 +199,16 @@ pub enum LayerSpec {
         /// Stride.
         stride: usize,
     },
+    /// Average pooling to `size x size` (PyTorch's `AdaptiveAvgPool2d`). Only feature maps
+    /// whose sides are whole multiples of `size` are accepted: there the adaptive windows
+    /// are the plain average pooling with window = stride = side / `size` (an identity at
+    /// `size`), which both backends implement and ONNX's `AveragePool` expresses. Uneven
+    /// windows have no ONNX operator (PyTorch's exporter refuses them too), so a preset
+    /// would train models that cannot be exported; the error names the inputs that work.
+    AdaptiveAvgPool {
+        /// Output height and width.
+        size: usize,
+    },
     /// Batch normalisation over channels (or features after flatten).
     BatchNorm {
         /// Parameter name prefix (`.weight`, `.bias`, `.running_mean`, `.running_var`).
@@ -214,6 +247,7 @@ impl LayerSpec {
             LayerSpec::Lrn { params, groups: 1 } => format!("LRN n={}", params.size),
             LayerSpec::Lrn { params, groups } => format!("LRN n={}, g{groups}", params.size),
             LayerSpec::MaxPool { window, stride } => format!("MaxPool {window}/{stride}"),
+            LayerSpec::AdaptiveAvgPool { size } => format!("AdaptiveAvgPool {size}x{size}"),
             LayerSpec::BatchNorm { name, .. } => format!("{name} (BatchNorm)"),
             LayerSpec::Dropout { p } => format!("Dropout {p}"),
             LayerSpec::Flatten => "Flatten".to_string(),
@@ -404,6 +438,47 @@ fn mini_layers(classes: usize) -> Vec<LayerSpec> {
     layers
 }
 
+/// torchvision's `alexnet` (the "one weird trick" variant): the layers of its `features`
+/// and `classifier` sequences under their `state_dict` indices, so its saved weights load
+/// by name.
+fn torchvision_layers(classes: usize) -> Vec<LayerSpec> {
+    let conv = |index: usize, out: usize, kernel: usize, stride: usize, pad: usize| LayerSpec::Conv {
+        name: format!("features.{index}"),
+        out_channels: out,
+        kernel,
+        stride,
+        padding: Padding::Explicit(pad),
+        groups: 1,
+        rounding: Rounding::Floor,
+        bias_init: 0.0,
+    };
+    let fc = |index: usize, out: usize| dense(&format!("classifier.{index}"), out, 0.0);
+    vec![
+        conv(0, 64, 11, 4, 2),
+        relu(),
+        pool(),
+        conv(3, 192, 5, 1, 2),
+        relu(),
+        pool(),
+        conv(6, 384, 3, 1, 1),
+        relu(),
+        conv(8, 256, 3, 1, 1),
+        relu(),
+        conv(10, 256, 3, 1, 1),
+        relu(),
+        pool(),
+        LayerSpec::AdaptiveAvgPool { size: 6 },
+        LayerSpec::Flatten,
+        dropout(0.5),
+        fc(1, 4096),
+        relu(),
+        dropout(0.5),
+        fc(4, 4096),
+        relu(),
+        fc(6, classes),
+    ]
+}
+
 /// What a parameter tensor is, for initialisation and for the optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -519,7 +594,18 @@ impl Architecture {
     /// # Ok::<(), alexnet::Error>(())
     /// ```
     pub fn new(preset: Preset, input: [usize; 3], classes: usize) -> Result<Self> {
-        Self::from_layers(preset, preset.layers(classes), input, classes)
+        Self::from_layers(preset, preset.layers(classes), input, classes).map_err(|e| match e {
+            Error::AdaptivePool { size, height, width, .. } => {
+                let [c, h, _] = input;
+                let works = |side: &usize| {
+                    Self::from_layers(preset, preset.layers(classes), [c, *side, *side], classes).is_ok()
+                };
+                let below = (1..h).rev().find(works);
+                let above = (h + 1..=4 * h + 64).find(works);
+                Error::AdaptivePool { size, height, width, nearest_inputs: below.into_iter().chain(above).collect() }
+            }
+            other => other,
+        })
     }
 
     /// The same network with every LRN layer normalising `groups` channel groups apart (see
@@ -581,6 +667,10 @@ impl Architecture {
                 }
                 LayerSpec::MaxPool { window, stride } => {
                     let geom = PoolGeom::square(*window, *stride, 0, Rounding::Floor).map_err(at)?;
+                    (geom.output_shape(shape).map_err(at)?, None, Some(geom), vec![])
+                }
+                LayerSpec::AdaptiveAvgPool { size } => {
+                    let geom = adaptive_pool_geom(*size, shape)?;
                     (geom.output_shape(shape).map_err(at)?, None, Some(geom), vec![])
                 }
                 LayerSpec::Lrn { params, groups } => {
@@ -721,6 +811,27 @@ impl Architecture {
         out += &rule('_');
         out
     }
+}
+
+/// The plain average pooling that adaptive pooling to `size x size` is on `input`: window
+/// = stride = side / `size`. PyTorch's window `i` spans `floor(i * side / size)` to
+/// `ceil((i + 1) * side / size)`, which is exactly that when `size` divides the side.
+fn adaptive_pool_geom(size: usize, input: Shape4) -> Result<PoolGeom> {
+    let fits = |side: usize| size > 0 && side >= size && side.is_multiple_of(size);
+    if !(fits(input.h) && fits(input.w)) {
+        return Err(Error::AdaptivePool { size, height: input.h, width: input.w, nearest_inputs: Vec::new() });
+    }
+    let geom = PoolGeom {
+        window_h: input.h / size,
+        window_w: input.w / size,
+        stride_h: input.h / size,
+        stride_w: input.w / size,
+        pad_h: 0,
+        pad_w: 0,
+        rounding: Rounding::Floor,
+    };
+    geom.validate()?;
+    Ok(geom)
 }
 
 /// `60965224` -> `60,965,224`.
@@ -883,6 +994,73 @@ mod tests {
         let pools: Vec<usize> =
             net.layers.iter().filter(|l| matches!(l.spec, LayerSpec::MaxPool { .. })).map(|l| l.output.h).collect();
         assert_eq!(pools, [13, 6, 2]);
+    }
+
+    #[test]
+    fn torchvision_names_shapes_and_count_match_its_state_dict() {
+        let net = Architecture::default_for(Preset::Torchvision).unwrap();
+        // torchvision.models.alexnet().state_dict(), in order.
+        let expected: [(&str, &[usize]); 16] = [
+            ("features.0.weight", &[64, 3, 11, 11]),
+            ("features.0.bias", &[64]),
+            ("features.3.weight", &[192, 64, 5, 5]),
+            ("features.3.bias", &[192]),
+            ("features.6.weight", &[384, 192, 3, 3]),
+            ("features.6.bias", &[384]),
+            ("features.8.weight", &[256, 384, 3, 3]),
+            ("features.8.bias", &[256]),
+            ("features.10.weight", &[256, 256, 3, 3]),
+            ("features.10.bias", &[256]),
+            ("classifier.1.weight", &[4096, 9216]),
+            ("classifier.1.bias", &[4096]),
+            ("classifier.4.weight", &[4096, 4096]),
+            ("classifier.4.bias", &[4096]),
+            ("classifier.6.weight", &[1000, 4096]),
+            ("classifier.6.bias", &[1000]),
+        ];
+        let got: Vec<(&str, &[usize])> = net.params().map(|p| (p.name.as_str(), p.dims.as_slice())).collect();
+        assert_eq!(got, expected);
+        assert_eq!(net.trainable_params(), 61_100_840);
+        assert_eq!(net.total_params(), 61_100_840);
+        let pooled = net.layers.iter().find(|l| matches!(l.spec, LayerSpec::AdaptiveAvgPool { .. })).unwrap();
+        assert_eq!((pooled.input.dims(), pooled.output.dims()), ([1, 256, 6, 6], [1, 256, 6, 6]));
+    }
+
+    /// PyTorch's adaptive windows, `floor(i * side / size)..ceil((i + 1) * side / size)`,
+    /// against the plain pooling geometry the layer resolves to, for every side that
+    /// divides; other sides are refused.
+    #[test]
+    fn adaptive_pooling_is_plain_pooling_where_it_divides() {
+        for size in 1..=7 {
+            for side in 1..=45 {
+                let input = Shape4::new(1, 2, side, side).unwrap();
+                match adaptive_pool_geom(size, input) {
+                    Ok(geom) => {
+                        assert_eq!(geom.output_shape(input).unwrap().dims(), [1, 2, size, size]);
+                        for i in 0..size {
+                            let (start, end) = (i * side / size, ((i + 1) * side).div_ceil(size));
+                            assert_eq!((i * geom.stride_h, i * geom.stride_h + geom.window_h), (start, end));
+                        }
+                    }
+                    Err(Error::AdaptivePool { .. }) => assert!(side < size || side % size != 0, "{side} -> {size}"),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn torchvision_takes_inputs_that_pool_evenly_and_names_the_nearest_otherwise() {
+        for (side, pooled_from) in [(223, 6), (224, 6), (254, 6), (416, 12)] {
+            let net = Architecture::new(Preset::Torchvision, [3, side, side], 10).unwrap();
+            let pooled = net.layers.iter().find(|l| matches!(l.spec, LayerSpec::AdaptiveAvgPool { .. })).unwrap();
+            assert_eq!((pooled.input.h, pooled.output.h), (pooled_from, 6), "input {side}");
+            assert_eq!(net.trainable_params(), 61_100_840 - 990 * 4097, "10 classes, fc6 still 9216 wide");
+        }
+        let msg = Architecture::new(Preset::Torchvision, [3, 300, 300], 1000).unwrap_err().to_string();
+        assert!(msg.contains("multiples of 6") && msg.contains("254x254") && msg.contains("415x415"), "{msg}");
+        let msg = Architecture::new(Preset::Torchvision, [3, 128, 128], 1000).unwrap_err().to_string();
+        assert!(msg.contains("got 3x3") && msg.contains("223x223"), "{msg}");
     }
 
     #[test]

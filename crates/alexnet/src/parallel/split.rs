@@ -135,7 +135,10 @@ impl Plan {
                 LayerSpec::BatchNorm { .. } => {
                     return refuse(layer, "batch statistics would span both devices; use data parallelism");
                 }
-                LayerSpec::Activation { .. } | LayerSpec::MaxPool { .. } | LayerSpec::Dropout { .. } => {}
+                LayerSpec::Activation { .. }
+                | LayerSpec::MaxPool { .. }
+                | LayerSpec::AdaptiveAvgPool { .. }
+                | LayerSpec::Dropout { .. } => {}
                 LayerSpec::Flatten => {}
             }
             if !reads_whole && !split {
