@@ -123,7 +123,7 @@ struct TrainArgs {
         num_args = 0..=1,
         default_missing_value = "latest",
         value_name = "RUN_DIR",
-        conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "seed", "config", "name", "max_steps", "checkpoint_minutes", "max_train_images", "max_eval_images", "workers", "max_image_pixels", "lrn_groups"]
+        conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "seed", "config", "name", "max_steps", "checkpoint_minutes", "max_train_images", "max_eval_images", "workers", "max_image_pixels", "lrn_groups", "weights"]
     )]
     resume: Option<PathBuf>,
     /// Train on several devices: OpenCL indices such as `0,1` (see `cargo xtask devices`);
@@ -139,6 +139,18 @@ struct TrainArgs {
     /// `paper` as on the paper's two GPUs, 1 for the others).
     #[arg(long)]
     lrn_groups: Option<usize>,
+    /// Start from these weights instead of a random initialisation: a safetensors file
+    /// with the preset's parameter names (an alexnet-rs checkpoint, or a PyTorch
+    /// `state_dict`, e.g. torchvision's AlexNet with `--preset torchvision`).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// With --weights: draw a new last layer for the data's class count instead of
+    /// loading the file's (fine-tuning to other classes).
+    #[arg(long, requires = "weights")]
+    new_head: bool,
+    /// With --weights: train only the last layer; the others keep the file's values.
+    #[arg(long, requires = "weights")]
+    freeze: bool,
     /// Stop after this many steps (smoke runs), with a checkpoint there that `--resume`
     /// continues from.
     #[arg(long)]
@@ -384,6 +396,10 @@ fn resolve_config(args: &TrainArgs) -> AnyResult<RunConfig> {
     config.threads = args.backend.threads.unwrap_or(config.threads);
     if let Some(dir) = &args.runs_dir {
         config.output.runs_dir = dir.clone();
+    }
+    if let Some(file) = &args.weights {
+        config.weights =
+            Some(alexnet::StartWeights { file: absolute(file), new_head: args.new_head, freeze: args.freeze });
     }
     if let Some(minutes) = args.checkpoint_minutes {
         config.output.checkpoint_minutes = minutes;

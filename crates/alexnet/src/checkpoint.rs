@@ -159,14 +159,26 @@ pub fn load_tensors(path: &Path) -> Result<(TensorMap, HashMap<String, String>)>
 
 /// [`load_tensors`] on bytes already read from `path`.
 pub fn parse_tensors(path: &Path, bytes: &[u8]) -> Result<(TensorMap, HashMap<String, String>)> {
+    read_tensors(path, bytes, false)
+}
+
+/// Reads a safetensors file of `F32` tensors that alexnet-rs or another program wrote
+/// (`safetensors.torch.save_file(model.state_dict(), ...)`). A file with alexnet-rs's
+/// marker is verified as by [`load_tensors`]; one without it is taken as it is.
+pub fn load_any_tensors(path: &Path) -> Result<(TensorMap, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    read_tensors(path, &bytes, true)
+}
+
+fn read_tensors(path: &Path, bytes: &[u8], accept_foreign: bool) -> Result<(TensorMap, HashMap<String, String>)> {
     let bad = |reason: String| Error::Checkpoint { path: path.to_path_buf(), reason };
     let st = SafeTensors::deserialize(bytes).map_err(|e| {
         bad(format!("not a readable safetensors file ({e}); it may be truncated or not a checkpoint at all"))
     })?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("unreadable header: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    match metadata.get(FORMAT_KEY).map(String::as_str) {
-        Some(FORMAT) => {}
+    let ours = match metadata.get(FORMAT_KEY).map(String::as_str) {
+        Some(FORMAT) => true,
         Some("alexnet-rs/weights/1") => {
             return Err(bad(format!(
                 "written by an earlier alexnet-rs (format alexnet-rs/weights/1), whose checksum does not \
@@ -174,9 +186,13 @@ pub fn parse_tensors(path: &Path, bytes: &[u8]) -> Result<(TensorMap, HashMap<St
             )));
         }
         Some(f) => return Err(bad(format!("format `{f}` is not `{FORMAT}`; written by another version?"))),
+        None if accept_foreign => false,
         None => return Err(bad("not written by alexnet-rs (no `alexnet-rs.format` in its metadata)".into())),
-    }
-    let expected = metadata.get(SHA_KEY).ok_or_else(|| bad("no checksum in its metadata".into()))?;
+    };
+    let expected = match ours {
+        true => Some(metadata.get(SHA_KEY).ok_or_else(|| bad("no checksum in its metadata".into()))?),
+        false => None,
+    };
     let mut hasher = content_hasher(&metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
     let mut names = st.names();
     names.sort_unstable();
@@ -184,16 +200,21 @@ pub fn parse_tensors(path: &Path, bytes: &[u8]) -> Result<(TensorMap, HashMap<St
     for name in names {
         let view = st.tensor(name).map_err(|e| bad(format!("tensor {name}: {e}")))?;
         if view.dtype() != Dtype::F32 {
-            return Err(bad(format!("tensor {name} is {:?}, expected F32", view.dtype())));
+            return Err(bad(format!(
+                "tensor {name} is {:?}, expected F32 (in PyTorch, save `{{k: v.float() for k, v in sd.items()}}`)",
+                view.dtype()
+            )));
         }
-        hash_tensor_head(&mut hasher, name, view.shape(), view.data().len());
-        hasher.update(view.data());
+        if ours {
+            hash_tensor_head(&mut hasher, name, view.shape(), view.data().len());
+            hasher.update(view.data());
+        }
         let data: Vec<f32> =
             view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         let t = HostTensor::new(view.shape(), data).map_err(|e| bad(format!("tensor {name}: {e}")))?;
         tensors.push((name.to_string(), t));
     }
-    if *expected != hex(&hasher.finalize()) {
+    if expected.is_some_and(|e| *e != hex(&hasher.finalize())) {
         return Err(bad("checksum mismatch: the file is corrupted or was edited".into()));
     }
     Ok((tensors, metadata))

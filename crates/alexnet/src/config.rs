@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::interop::StartWeights;
 use crate::preset::{InitScheme, Preset};
 use crate::schedule::Schedule;
 
@@ -181,6 +182,9 @@ pub struct RunConfig {
     pub optim: OptimConfig,
     /// Outputs.
     pub output: OutputConfig,
+    /// Initial weights from a file (fine-tuning) instead of `init`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<StartWeights>,
 }
 
 impl RunConfig {
@@ -231,6 +235,7 @@ impl RunConfig {
                 keep_last: 3,
                 checkpoint_minutes: default_checkpoint_minutes(),
             },
+            weights: None,
         }
     }
 

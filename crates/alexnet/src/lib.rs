@@ -3,7 +3,8 @@
 //! AlexNet (Krizhevsky, Sutskever, Hinton 2012) assembled from the workspace's parts: model
 //! presets as data ([`Preset`], [`Architecture`]), the paper's training recipe (SGD with
 //! momentum and weight decay, [`Schedule`]s including reduce-on-plateau), top-1/top-5
-//! metrics, checkpoints in safetensors, and a [`Trainer`] over any `alexnet_core::Backend`.
+//! metrics, checkpoints in safetensors, a [`Trainer`] over any `alexnet_core::Backend`,
+//! starting from given weights ([`interop`]: torchvision's AlexNet, fine-tuning).
 //!
 //! ```
 //! use alexnet::{Architecture, Preset};
@@ -21,6 +22,7 @@ pub mod data;
 pub mod error;
 mod failpoint;
 pub mod init;
+pub mod interop;
 pub mod metrics;
 pub mod model;
 pub mod parallel;
@@ -35,6 +37,7 @@ pub use checkpoint::{Checkpoint, CheckpointDir, TensorMap, TrainingState};
 pub use config::{BackendKind, DataConfig, OptimConfig, OutputConfig, Parallelism, RunConfig};
 pub use data::{DataFormat, Datasets, Subset};
 pub use error::{Error, Result};
+pub use interop::StartWeights;
 pub use metrics::{EpochRecord, MetricsLog, SplitMetrics, TopK};
 pub use model::{Model, ModelInfo};
 pub use parallel::{Collective, Placement};

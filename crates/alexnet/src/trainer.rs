@@ -15,7 +15,6 @@ use crate::checkpoint::{Checkpoint, CheckpointDir, DataPosition, PartialEpoch, T
 use crate::config::RunConfig;
 use crate::data::{DataFormat, Datasets};
 use crate::error::{Error, Result};
-use crate::init::init_params;
 use crate::metrics::{EpochRecord, MetricsLog, SplitMetrics, TopK};
 use crate::model::{Model, ModelInfo};
 use crate::parallel::{Engine, Placement, StepInput, build_engine};
@@ -250,11 +249,14 @@ impl Trainer {
             }
             let (data, info) = Self::open_data(&config)?;
             let scheduler = LrScheduler::new(config.optim.schedule, config.optim.lr, config.optim.epochs)?;
-            Ok((data, info.architecture()?, info, scheduler))
+            let arch = info.architecture()?;
+            let params = crate::interop::initial_params(&arch, &config)?;
+            Ok((data, arch, info, scheduler, params))
         })();
         // A process that fails here ends its group, or the others would wait for it.
-        let (data, arch, info, scheduler) = prepared.inspect_err(|e| placement.abort(&e.to_string()))?;
-        let engine = build_engine(&arch, placement, &init_params(&arch, config.init, config.seed), None)?;
+        let (data, arch, info, scheduler, params) = prepared.inspect_err(|e| placement.abort(&e.to_string()))?;
+        let frozen = crate::interop::frozen_params(&arch, &config);
+        let engine = build_engine(&arch, placement, &params, None, &frozen)?;
         let run_dir = config.run_dir();
         let log = MetricsLog::new(run_dir.join("metrics.jsonl"));
         Self::assemble(config, info, engine, process, scheduler, data, log, |trainer| {
@@ -298,7 +300,8 @@ impl Trainer {
         // A process that fails here ends its group, or the others would wait for it.
         let (config, ckpts, notes, ckpt, data, arch, saved) =
             prepared.inspect_err(|e| placement.abort(&e.to_string()))?;
-        let engine = build_engine(&arch, placement, &ckpt.weights, Some(&ckpt.momentum))?;
+        let frozen = crate::interop::frozen_params(&arch, &config);
+        let engine = build_engine(&arch, placement, &ckpt.weights, Some(&ckpt.momentum), &frozen)?;
         let log = MetricsLog::new(config.run_dir().join("metrics.jsonl"));
         let mut scheduler = ckpt.state.scheduler.clone();
         scheduler.epochs = config.optim.epochs;

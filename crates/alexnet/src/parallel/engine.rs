@@ -69,17 +69,22 @@ pub(crate) trait Engine: Send {
     fn abort(&mut self, _reason: &str) {}
 }
 
-/// Builds the engine for `placement` with parameters `params` (and momentum, when resuming).
+/// Builds the engine for `placement` with parameters `params` (and momentum, when resuming),
+/// holding the parameters named in `frozen` fixed (fine-tuning).
 pub(crate) fn build_engine<B: Backend + 'static>(
     arch: &Architecture,
     placement: Placement<B>,
     params: &TensorMap,
     momentum: Option<&TensorMap>,
+    frozen: &[String],
 ) -> Result<Box<dyn Engine>> {
     let replica = |backend: Arc<B>| -> Result<Replica<B>> {
         let mut model = Model::from_params(arch.clone(), backend.clone(), params)?;
         if let Some(m) = momentum {
             model.store.load_momentum_from_host(m)?;
+        }
+        for name in frozen {
+            model.store.set_frozen(name, true)?;
         }
         Ok(Replica { model, tape: Tape::train(backend), sync: None })
     };
@@ -382,7 +387,7 @@ pub struct PlacedModel {
 impl PlacedModel {
     /// `arch` with parameters `params` (one device's names and layouts) on `placement`.
     pub fn new<B: Backend + 'static>(arch: &Architecture, placement: Placement<B>, params: &TensorMap) -> Result<Self> {
-        Ok(Self { engine: build_engine(arch, placement, params, None)? })
+        Ok(Self { engine: build_engine(arch, placement, params, None, &[])? })
     }
 
     /// The architecture.

@@ -573,8 +573,8 @@ mod tests {
     fn the_paper_net_split_tracks_one_device() {
         let arch = Architecture::new(Preset::Paper, [3, 67, 67], 1000).unwrap();
         let params = init_params(&arch, InitScheme::Paper, 5);
-        let mut single = build_engine(&arch, Placement::Single(cpu()), &params, None).unwrap();
-        let mut split = build_engine(&arch, Placement::Split(vec![cpu(), cpu()]), &params, None).unwrap();
+        let mut single = build_engine(&arch, Placement::Single(cpu()), &params, None, &[]).unwrap();
+        let mut split = build_engine(&arch, Placement::Split(vec![cpu(), cpu()]), &params, None, &[]).unwrap();
         let n = 4;
         let images: Vec<f32> =
             (0..n * 3 * 67 * 67).map(|i| alexnet_core::rng::uniform(9, i as u64) * 2.0 - 1.0).collect();

@@ -85,3 +85,17 @@ pub fn noise_config(data: &Path, runs: &Path, name: &str, epochs: usize) -> RunC
     c.optim.batch_size = 30;
     c
 }
+
+/// Writes `params` as `safetensors.torch.save_file(state_dict)` does: F32 tensors and the
+/// metadata `format = pt` only (no alexnet-rs description or checksum).
+pub fn save_like_pytorch(params: &alexnet::checkpoint::TensorMap, path: &Path) {
+    let bytes: Vec<(&str, Vec<u8>, &[usize])> = params
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.data.iter().flat_map(|x| x.to_le_bytes()).collect(), t.dims.as_slice()))
+        .collect();
+    let views = bytes.iter().map(|(n, b, d)| {
+        (n.to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, d.to_vec(), b).unwrap())
+    });
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    std::fs::write(path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
+}
