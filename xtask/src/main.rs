@@ -44,6 +44,8 @@ enum Command {
     Predict(PredictArgs),
     /// Print a Keras-style table of a preset's layers, shapes and parameters.
     Summary(SummaryArgs),
+    /// Write a checkpoint (or a PyTorch state_dict) as an ONNX model.
+    Export(ExportArgs),
     /// List the OpenCL devices.
     Devices,
     /// Benchmarks.
@@ -245,6 +247,21 @@ struct SummaryArgs {
     lrn_groups: Option<usize>,
 }
 
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// A run folder (its best weights), a checkpoint's .safetensors or .state.json, or a
+    /// PyTorch state_dict in safetensors (then --preset is needed).
+    #[arg(long, value_name = "RUN_OR_FILE")]
+    checkpoint: PathBuf,
+    /// The ONNX file to write.
+    #[arg(long, value_name = "FILE")]
+    onnx: PathBuf,
+    /// The preset of a file without an alexnet-rs model description (a PyTorch
+    /// state_dict, e.g. torchvision's AlexNet: torchvision).
+    #[arg(long)]
+    preset: Option<Preset>,
+}
+
 fn parse_input(s: &str) -> Result<[usize; 3], String> {
     let parts: Vec<usize> = s.split('x').map(str::parse).collect::<Result<_, _>>().map_err(|e| format!("{s}: {e}"))?;
     parts.try_into().map_err(|_| format!("{s}: expected CxHxW, e.g. 3x227x227"))
@@ -288,6 +305,25 @@ fn run(cli: Cli) -> AnyResult {
             let arch = Architecture::new(args.preset, input, classes)?;
             let groups = args.lrn_groups.unwrap_or(args.preset.default_lrn_groups());
             print!("{}", arch.with_lrn_groups(groups)?.summary());
+            Ok(())
+        }
+        Command::Export(args) => {
+            let r = alexnet::export::export_checkpoint(&args.checkpoint, args.preset, &args.onnx)?;
+            let [c, h, w] = r.info.input;
+            println!(
+                "{} -> {} ({} preset, {} nodes, {:.1} MB): input `{}` [batch, {c}, {h}, {w}] float normalised with \
+                 mean {:?} and std {:?}, output `{}` [batch, {}] logits",
+                r.weights.display(),
+                r.onnx.display(),
+                r.info.preset,
+                r.nodes,
+                r.bytes as f64 / 1e6,
+                alexnet::export::INPUT_NAME,
+                r.info.mean,
+                r.info.std,
+                alexnet::export::OUTPUT_NAME,
+                r.info.class_names.len()
+            );
             Ok(())
         }
         Command::Devices => devices(),

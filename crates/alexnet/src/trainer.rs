@@ -715,7 +715,7 @@ pub fn load_model<B: Backend>(path: &Path, backend: Arc<B>) -> Result<LoadedMode
     Ok(LoadedModel { model, info })
 }
 
-fn resolve_weights_path(path: &Path) -> Result<PathBuf> {
+pub(crate) fn resolve_weights_path(path: &Path) -> Result<PathBuf> {
     if path.is_dir() {
         let ckpts = path.join("checkpoints");
         return crate::checkpoint::committed_best(if ckpts.is_dir() { &ckpts } else { path });
