@@ -550,6 +550,11 @@ fn train_on<B: Backend + 'static>(
         test_n.unwrap_or(0),
         alexnet::preset::group_thousands(trainer.arch().trainable_params()),
     );
+    if let Some(w) = &c.weights {
+        let head = if w.new_head { "a new last layer" } else { "its last layer" };
+        let trained = if w.freeze { "training only the last layer" } else { "training every layer" };
+        println!("weights from {} with {head}, {trained}", w.file.display());
+    }
     if resume_dir.is_some() {
         println!("continuing after epoch {} (step {})", trainer.epochs_done(), trainer.step());
     }

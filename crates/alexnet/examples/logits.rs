@@ -1,29 +1,40 @@
 //! Runs a weights file on raw input and writes the logits, for comparing with another
-//! framework (`tests/fixtures/torchvision_alexnet.py verify` compares with PyTorch):
+//! framework (`tests/fixtures/torchvision_alexnet.py verify` compares with PyTorch and
+//! onnxruntime):
 //!
 //! ```text
-//! cargo run -p alexnet --example logits -- PRESET WEIGHTS INPUT OUTPUT
+//! cargo run -p alexnet --example logits -- run PRESET WEIGHTS INPUT OUTPUT
+//! cargo run -p alexnet --example logits -- init PRESET SEED WEIGHTS
 //! ```
 //!
-//! `WEIGHTS` is an alexnet-rs checkpoint or a PyTorch `state_dict` in safetensors (e.g.
-//! torchvision's AlexNet for `torchvision`); `INPUT` holds little-endian `f32` images,
-//! `N x C x H x W` at the preset's input size, already normalised; `OUTPUT` receives the
-//! `N x classes` logits in the same encoding.
+//! `run`: `WEIGHTS` is an alexnet-rs checkpoint or a PyTorch `state_dict` in safetensors
+//! (e.g. torchvision's AlexNet for `torchvision`); `INPUT` holds little-endian `f32`
+//! images, `N x C x H x W` at the preset's input size, already normalised; `OUTPUT`
+//! receives the `N x classes` logits in the same encoding. `init` writes an alexnet-rs
+//! weights file of the preset at its default size, He-initialised from `SEED`.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
+use alexnet::checkpoint::save_tensors;
+use alexnet::init::init_params;
 use alexnet::interop::{foreign_model_info, read_weights};
-use alexnet::{Model, Preset};
+use alexnet::{Architecture, InitScheme, Model, ModelInfo, Preset};
 use alexnet_autograd::{CpuBackend, Tape};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+type AnyResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> AnyResult {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [preset, weights, input, output] = args.as_slice() else {
-        return Err("usage: logits PRESET WEIGHTS.safetensors INPUT.f32 OUTPUT.f32".into());
-    };
-    let preset: Preset = preset.parse()?;
-    let file = read_weights(&PathBuf::from(weights))?;
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["run", preset, weights, input, output] => run(preset.parse()?, weights, input, output),
+        ["init", preset, seed, weights] => init(preset.parse()?, seed.parse()?, weights),
+        _ => Err("usage: logits run PRESET WEIGHTS INPUT OUTPUT | logits init PRESET SEED WEIGHTS".into()),
+    }
+}
+
+fn run(preset: Preset, weights: &str, input: &str, output: &str) -> AnyResult {
+    let file = read_weights(Path::new(weights))?;
     let info = match file.info {
         Some(info) => info,
         None => foreign_model_info(preset, &file.tensors)?,
@@ -41,5 +52,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let logits = model.forward(&mut tape, x, 0)?;
     let out: Vec<u8> = tape.to_host(logits)?.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(output, out).map_err(|e| format!("{output}: {e}"))?;
+    Ok(())
+}
+
+fn init(preset: Preset, seed: u64, weights: &str) -> AnyResult {
+    let arch = Architecture::default_for(preset)?;
+    let c = arch.input[0];
+    let info = ModelInfo {
+        preset,
+        input: arch.input,
+        class_names: (0..arch.classes).map(|k| k.to_string()).collect(),
+        init: InitScheme::He,
+        resize: None,
+        mean: vec![0.0; c],
+        std: vec![1.0; c],
+    };
+    save_tensors(Path::new(weights), &init_params(&arch, InitScheme::He, seed), info.to_metadata())?;
     Ok(())
 }
