@@ -60,7 +60,7 @@ fn a_checkpoint_fine_tunes_to_other_classes_with_a_frozen_trunk_and_resumes_froz
     config.optim.epochs = 3;
     config.optim.max_steps = Some(3);
     let mut trainer = Trainer::new(config, backend()).unwrap();
-    let arch = trainer.model().arch.clone();
+    let arch = trainer.arch().clone();
     let fresh = by_name(init_params(&arch, trainer.config().init, trainer.config().seed));
     let stopped = trainer.fit(&mut Silent).unwrap();
     assert!(stopped.stopped_early.is_some());
@@ -71,7 +71,7 @@ fn a_checkpoint_fine_tunes_to_other_classes_with_a_frozen_trunk_and_resumes_froz
     let val = result.val.expect("validation every epoch");
     assert!(val.loss.is_finite() && val.images > 0);
 
-    let tuned = by_name(resumed.model().params_to_host().unwrap());
+    let tuned = by_name(resumed.params_to_host().unwrap());
     for spec in arch.params() {
         let now = &tuned[&spec.name];
         if spec.name.starts_with("fc8.") {

@@ -240,11 +240,20 @@ fn pool_attributes(geom: &PoolGeom) -> Vec<AttributeProto> {
     attributes
 }
 
-/// The ONNX operator and attributes of one layer, and the parameter inputs after the
-/// activation; `None` for layers that inference skips (dropout).
-fn operator(layer: &ResolvedLayer) -> Option<(&'static str, Vec<AttributeProto>, Vec<String>)> {
+/// One layer as an ONNX node, before it is wired into the graph.
+struct Operator {
+    /// The ONNX operator.
+    op: &'static str,
+    /// Its attributes.
+    attributes: Vec<AttributeProto>,
+    /// The parameter inputs after the activation.
+    params: Vec<String>,
+}
+
+/// The ONNX operator of one layer; `None` for layers that inference skips (dropout).
+fn operator(layer: &ResolvedLayer) -> Option<Operator> {
     let params = |name: &str, suffixes: &[&str]| suffixes.iter().map(|s| format!("{name}.{s}")).collect::<Vec<_>>();
-    Some(match &layer.spec {
+    let (op, attributes, params) = match &layer.spec {
         LayerSpec::Conv { name, .. } => {
             let g = layer.conv.as_ref().expect("resolved convolutions carry their geometry");
             let attributes = vec![
@@ -288,20 +297,21 @@ fn operator(layer: &ResolvedLayer) -> Option<(&'static str, Vec<AttributeProto>,
         LayerSpec::Dropout { .. } => return None,
         LayerSpec::Flatten => ("Flatten", vec![int("axis", 1)], vec![]),
         LayerSpec::Dense { name, .. } => ("Gemm", vec![int("transB", 1)], params(name, &["weight", "bias"])),
-    })
+    };
+    Some(Operator { op, attributes, params })
 }
 
 /// The graph's nodes: one per layer but dropout, chained from [`INPUT_NAME`] to
 /// [`OUTPUT_NAME`].
 fn nodes(arch: &Architecture) -> Vec<NodeProto> {
-    let layers: Vec<(usize, (&str, Vec<AttributeProto>, Vec<String>))> =
+    let layers: Vec<(usize, Operator)> =
         arch.layers.iter().enumerate().filter_map(|(i, l)| operator(l).map(|op| (i, op))).collect();
     let mut current = INPUT_NAME.to_string();
     let last = layers.len() - 1;
     layers
         .into_iter()
         .enumerate()
-        .map(|(k, (i, (op, attribute, params)))| {
+        .map(|(k, (i, Operator { op, attributes: attribute, params }))| {
             let name = format!("{i:02}_{op}");
             let output = if k == last { OUTPUT_NAME.to_string() } else { name.clone() };
             let input = std::iter::once(std::mem::replace(&mut current, output.clone())).chain(params).collect();
