@@ -34,8 +34,8 @@ fn by_name(map: TensorMap) -> HashMap<String, Vec<f32>> {
 fn a_checkpoint_fine_tunes_to_other_classes_with_a_frozen_trunk_and_resumes_frozen() {
     let (source_data, target_data, runs) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    common::write_noise_folder(source_data.path(), 3, 4, 40);
-    common::write_noise_folder(target_data.path(), 2, 6, 40);
+    alexnet::synthetic::write_noise_folder(source_data.path(), 3, 4, 40).unwrap();
+    alexnet::synthetic::write_noise_folder(target_data.path(), 2, 6, 40).unwrap();
 
     // A source run on three classes.
     Trainer::new(folder_config(Preset::Mini, source_data.path(), runs.path(), "source"), backend())
@@ -87,7 +87,7 @@ fn a_checkpoint_fine_tunes_to_other_classes_with_a_frozen_trunk_and_resumes_froz
 fn torchvision_state_dict_fine_tunes_a_new_head() {
     let (data, runs, files) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    common::write_noise_folder(data.path(), 2, 4, 40);
+    alexnet::synthetic::write_noise_folder(data.path(), 2, 4, 40).unwrap();
     // A 1000-class state_dict as PyTorch saves it (He-initialised stand-in for torchvision's).
     let pretrained =
         init_params(&Architecture::default_for(Preset::Torchvision).unwrap(), Preset::Torchvision.default_init(), 9);

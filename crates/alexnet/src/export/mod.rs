@@ -248,11 +248,15 @@ struct Operator {
     attributes: Vec<AttributeProto>,
     /// The parameter inputs after the activation.
     params: Vec<String>,
+    /// Channel groups the operator runs on apart (an LRN of the paper's two GPUs): more
+    /// than one becomes Split, the operator on each part, Concat.
+    channel_groups: usize,
 }
 
 /// The ONNX operator of one layer; `None` for layers that inference skips (dropout).
 fn operator(layer: &ResolvedLayer) -> Option<Operator> {
     let params = |name: &str, suffixes: &[&str]| suffixes.iter().map(|s| format!("{name}.{s}")).collect::<Vec<_>>();
+    let mut channel_groups = 1;
     let (op, attributes, params) = match &layer.spec {
         LayerSpec::Conv { name, .. } => {
             let g = layer.conv.as_ref().expect("resolved convolutions carry their geometry");
@@ -273,7 +277,8 @@ fn operator(layer: &ResolvedLayer) -> Option<Operator> {
             };
             (op, vec![], vec![])
         }
-        LayerSpec::Lrn { params: p } => {
+        LayerSpec::Lrn { params: p, groups } => {
+            channel_groups = *groups;
             // ONNX: x / (bias + alpha / size * sum)^beta, so alpha = (coefficient of the sum) * size.
             let attributes = vec![
                 float("alpha", p.sum_coefficient() * p.size as f32),
@@ -298,33 +303,39 @@ fn operator(layer: &ResolvedLayer) -> Option<Operator> {
         LayerSpec::Flatten => ("Flatten", vec![int("axis", 1)], vec![]),
         LayerSpec::Dense { name, .. } => ("Gemm", vec![int("transB", 1)], params(name, &["weight", "bias"])),
     };
-    Some(Operator { op, attributes, params })
+    Some(Operator { op, attributes, params, channel_groups })
 }
 
-/// The graph's nodes: one per layer but dropout, chained from [`INPUT_NAME`] to
-/// [`OUTPUT_NAME`].
+/// The graph's nodes: one per layer but dropout (three and more for an operator on channel
+/// groups), chained from [`INPUT_NAME`] to [`OUTPUT_NAME`].
 fn nodes(arch: &Architecture) -> Vec<NodeProto> {
     let layers: Vec<(usize, Operator)> =
         arch.layers.iter().enumerate().filter_map(|(i, l)| operator(l).map(|op| (i, op))).collect();
+    let node = |name: String, op: &str, input: Vec<String>, output: Vec<String>, attribute: Vec<AttributeProto>| {
+        NodeProto { name: Some(name), op_type: Some(op.into()), input, output, attribute, ..Default::default() }
+    };
     let mut current = INPUT_NAME.to_string();
     let last = layers.len() - 1;
-    layers
-        .into_iter()
-        .enumerate()
-        .map(|(k, (i, Operator { op, attributes: attribute, params }))| {
-            let name = format!("{i:02}_{op}");
-            let output = if k == last { OUTPUT_NAME.to_string() } else { name.clone() };
-            let input = std::iter::once(std::mem::replace(&mut current, output.clone())).chain(params).collect();
-            NodeProto {
-                name: Some(name),
-                op_type: Some(op.into()),
-                input,
-                output: vec![output],
-                attribute,
-                ..Default::default()
-            }
-        })
-        .collect()
+    let mut graph = Vec::with_capacity(layers.len());
+    for (k, (i, Operator { op, attributes, params, channel_groups })) in layers.into_iter().enumerate() {
+        let name = format!("{i:02}_{op}");
+        let output = if k == last { OUTPUT_NAME.to_string() } else { name.clone() };
+        let input = std::mem::replace(&mut current, output.clone());
+        if channel_groups == 1 {
+            graph.push(node(name, op, std::iter::once(input).chain(params).collect(), vec![output], attributes));
+            continue;
+        }
+        // Split into equal channel parts (no `split` input), the operator on each, Concat.
+        let parts: Vec<String> = (0..channel_groups).map(|g| format!("{name}_part{g}")).collect();
+        graph.push(node(format!("{name}_split"), "Split", vec![input], parts.clone(), vec![int("axis", 1)]));
+        let results: Vec<String> = parts.iter().map(|p| format!("{p}_{op}")).collect();
+        for (part, result) in parts.iter().zip(&results) {
+            let input = std::iter::once(part.clone()).chain(params.iter().cloned()).collect();
+            graph.push(node(result.clone(), op, input, vec![result.clone()], attributes.clone()));
+        }
+        graph.push(node(format!("{name}_concat"), "Concat", results, vec![output], vec![int("axis", 1)]));
+    }
+    graph
 }
 
 #[cfg(test)]
@@ -342,6 +353,7 @@ mod tests {
             resize: None,
             mean: vec![0.0; arch.input[0]],
             std: vec![1.0; arch.input[0]],
+            lrn_groups: preset.default_lrn_groups(),
         };
         let params = init_params(&arch, crate::InitScheme::He, 1);
         onnx_model(&info, &params).unwrap()
@@ -352,8 +364,8 @@ mod tests {
     }
 
     #[test]
-    fn paper_graph_groups_lrn_alpha_and_no_dropout() {
-        let model = model_for(Preset::Paper);
+    fn caffenet_graph_groups_lrn_alpha_and_no_dropout() {
+        let model = model_for(Preset::Caffenet);
         let bytes = model.encode_to_vec();
         assert_eq!(ModelProto::decode(bytes.as_slice()).unwrap(), model, "the encoding round-trips");
         let graph = model.graph.unwrap();
@@ -361,7 +373,7 @@ mod tests {
         assert_eq!(
             ops,
             [
-                "Conv", "Relu", "LRN", "MaxPool", "Conv", "Relu", "LRN", "MaxPool", "Conv", "Relu", "Conv", "Relu",
+                "Conv", "Relu", "MaxPool", "LRN", "Conv", "Relu", "MaxPool", "LRN", "Conv", "Relu", "Conv", "Relu",
                 "Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm"
             ]
         );
@@ -391,6 +403,23 @@ mod tests {
             (attribute(pool, "kernel_shape").ints.clone(), attribute(pool, "strides").ints.clone()),
             (vec![3, 3], vec![2, 2])
         );
+    }
+
+    /// The paper's LRN normalises each GPU's half of the channels apart: Split, an LRN per
+    /// half, Concat, wired in that order.
+    #[test]
+    fn paper_graph_normalises_each_half_apart() {
+        let graph = model_for(Preset::Paper).graph.unwrap();
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_deref().unwrap()).collect();
+        assert_eq!(ops[..8], ["Conv", "Relu", "Split", "LRN", "LRN", "Concat", "MaxPool", "Conv"]);
+        assert_eq!(ops.iter().filter(|&&o| o == "LRN").count(), 4);
+        let split = &graph.node[2];
+        assert_eq!((split.input[0].as_str(), split.output.len()), (graph.node[1].output[0].as_str(), 2));
+        assert_eq!(graph.node[3].input[0], split.output[0]);
+        assert_eq!(graph.node[4].input[0], split.output[1]);
+        assert_eq!(graph.node[5].input, [graph.node[3].output[0].clone(), graph.node[4].output[0].clone()]);
+        assert_eq!(graph.node[6].input[0], graph.node[5].output[0]);
+        assert_eq!(attribute(&graph.node[5], "axis").i, Some(1));
     }
 
     #[test]
