@@ -157,13 +157,19 @@ fn two_ranks_track_one_process_over_twenty_steps() {
         c.output.keep_last = 100;
     });
     assert_success(&single(&train_args(&config, runs.path(), "one")), "one process");
-    assert_success(&distributed(2, &train_args(&config, runs.path(), "two"), &[]), "two ranks");
+    let two_ranks = distributed(2, &train_args(&config, runs.path(), "two"), &[]);
+    assert_success(&two_ranks, "two ranks");
     let (one, two) = (checkpoints(&runs.path().join("one")), checkpoints(&runs.path().join("two")));
     assert_eq!(
         one.iter().map(|c| c.state.step).collect::<Vec<_>>(),
         two.iter().map(|c| c.state.step).collect::<Vec<_>>()
     );
     assert_eq!(one.last().unwrap().state.step, 20);
+    // Rank 0 reports the exchange: every weight's gradient (`mini` has no running
+    // statistics), every step.
+    let gradient_bytes: usize = one[0].weights.iter().map(|(_, t)| 4 * t.data.len()).sum();
+    let exchange = format!("gradient exchange: {:.1} MB per step over 20 steps", gradient_bytes as f64 / 1e6);
+    assert!(String::from_utf8_lossy(&two_ranks.stdout).contains(&exchange), "no `{exchange}` in the output");
     // The MPI ranks compute exactly what two replicas in one process compute (the same
     // shares, the same sums): the exchange adds no error of its own.
     assert_success(

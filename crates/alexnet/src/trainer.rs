@@ -563,9 +563,11 @@ impl Trainer {
             if let (true, Some(v)) = (is_best, val) {
                 self.best_val_error = Some(v.top1_error);
             }
-            let path = self.save_checkpoint(DataPosition { epoch: self.epochs_done, batch: 0 }, None, is_best, obs)?;
+            let saved = self.save_checkpoint(DataPosition { epoch: self.epochs_done, batch: 0 }, None, is_best, obs)?;
             obs.epoch_end(&record);
-            obs.note(&format!("checkpoint {}", path.display()));
+            if let Some(path) = saved {
+                obs.note(&format!("checkpoint {}", path.display()));
+            }
             if decision.reduced {
                 obs.note(&format!("validation error stalled: learning rate now {:.2e}", self.scheduler.lr(0.0)));
             }
@@ -610,9 +612,14 @@ impl Trainer {
             if o.max_steps.is_some_and(|m| self.step >= m) {
                 partial.seconds = elapsed();
                 let at = DataPosition { epoch, batch: batch.number };
-                let path = self.save_checkpoint(at, Some(partial), false, obs)?;
+                let saved = self.save_checkpoint(at, Some(partial), false, obs)?;
                 report_skips(&self.train_loader, obs);
-                obs.note(&format!("step limit reached: checkpoint {} (resuming continues this epoch)", path.display()));
+                if let Some(path) = saved {
+                    obs.note(&format!(
+                        "step limit reached: checkpoint {} (resuming continues this epoch)",
+                        path.display()
+                    ));
+                }
                 return Ok(None);
             }
             let lr = self.scheduler.lr(epoch as f64 + batch.number as f64 / batches as f64);
@@ -658,8 +665,11 @@ impl Trainer {
             let next = batch.number + 1;
             if save_every > 0.0 && next < batches && self.last_save.elapsed().as_secs_f64() >= save_every {
                 partial.seconds = elapsed();
-                let path = self.save_checkpoint(DataPosition { epoch, batch: next }, Some(partial), false, obs)?;
-                obs.note(&format!("checkpoint {}", path.display()));
+                if let Some(path) =
+                    self.save_checkpoint(DataPosition { epoch, batch: next }, Some(partial), false, obs)?
+                {
+                    obs.note(&format!("checkpoint {}", path.display()));
+                }
             }
         }
         report_skips(&self.train_loader, obs);
@@ -668,19 +678,22 @@ impl Trainer {
 
     /// Saves a checkpoint whose data continue at `at` (batch 0: an epoch's end), with the
     /// metrics so far of the epoch it stops inside; pruning's problems go to `obs`.
+    /// Returns its path on rank 0, `None` on the other ranks of a group (which write nothing).
     fn save_checkpoint(
         &mut self,
         at: DataPosition,
         partial_epoch: Option<PartialEpoch>,
         is_best: bool,
         obs: &mut dyn Observer,
-    ) -> Result<PathBuf> {
+    ) -> Result<Option<PathBuf>> {
         assert_eq!(at.epoch, self.epochs_done, "a checkpoint's data continue in the epoch after those done");
         let mut state = TrainingState::new(at, self.step, self.scheduler.clone(), self.config.seed);
         state.partial_epoch = partial_epoch;
         state.best_val_error = self.best_val_error;
         if self.process.0 != 0 {
-            return Ok(self.config.run_dir());
+            // Rank 0 writes it; the others keep its schedule.
+            self.last_save = Instant::now();
+            return Ok(None);
         }
         let ckpt = Checkpoint {
             weights: self.engine.params_to_host()?,
@@ -691,7 +704,7 @@ impl Trainer {
         let (path, notes) = self.ckpts.save(&ckpt, is_best)?;
         notes.iter().for_each(|n| obs.note(n));
         self.last_save = Instant::now();
-        Ok(path)
+        Ok(Some(path))
     }
 }
 

@@ -35,6 +35,7 @@ fn replicas_track_one_device_over_twenty_steps() {
         let stats = parallel.exchange_stats().expect("replicas exchange gradients");
         assert_eq!(stats.steps, 20);
         assert_eq!(stats.bytes_per_step, 4 * parallel.arch().trainable_params() as u64);
+        assert!(stats.all_reduce_seconds > 0.0 && stats.wait_seconds >= 0.0, "{stats:?}");
     }
 }
 

@@ -3,6 +3,8 @@
 //! of small tensors, such as AlexNet's biases, into one buffer).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -17,9 +19,20 @@ use crate::error::{Error, Result};
 pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
 
 enum Request {
-    Sum { tag: String, data: Vec<f32> },
-    Broadcast { tag: String, root: usize, data: Vec<f32> },
-    Abort { reason: String },
+    /// `gradients`: a bucket of gradients, whose time the stats count.
+    Sum {
+        tag: String,
+        data: Vec<f32>,
+        gradients: bool,
+    },
+    Broadcast {
+        tag: String,
+        root: usize,
+        data: Vec<f32>,
+    },
+    Abort {
+        reason: String,
+    },
 }
 
 type Reply = mpsc::Receiver<Result<Vec<f32>>>;
@@ -33,18 +46,29 @@ struct Comm {
     thread: Option<JoinHandle<()>>,
     rank: usize,
     size: usize,
+    /// Nanoseconds the thread spent summing gradient buckets.
+    gradient_sum_ns: Arc<AtomicU64>,
 }
 
 impl Comm {
     fn spawn(mut group: Box<dyn Collective>) -> Result<Self> {
         let (rank, size) = (group.rank(), group.size());
         let (tx, rx) = mpsc::channel::<Job>();
+        let gradient_sum_ns = Arc::new(AtomicU64::new(0));
+        let summing = Arc::clone(&gradient_sum_ns);
         let thread = std::thread::Builder::new()
             .name(format!("alexnet-comm-{rank}"))
             .spawn(move || {
                 for (request, reply) in rx {
                     let result = match request {
-                        Request::Sum { tag, mut data } => group.all_reduce_sum(&tag, &mut data).map(|()| data),
+                        Request::Sum { tag, mut data, gradients } => {
+                            let started = std::time::Instant::now();
+                            let summed = group.all_reduce_sum(&tag, &mut data).map(|()| data);
+                            if gradients {
+                                summing.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            }
+                            summed
+                        }
                         Request::Broadcast { tag, root, mut data } => {
                             group.broadcast(&tag, root, &mut data).map(|()| data)
                         }
@@ -58,7 +82,7 @@ impl Comm {
                 }
             })
             .map_err(|e| Error::Collective { member: rank, reason: format!("cannot start its thread: {e}") })?;
-        Ok(Self { requests: Some(tx), thread: Some(thread), rank, size })
+        Ok(Self { requests: Some(tx), thread: Some(thread), rank, size, gradient_sum_ns })
     }
 
     fn submit(&self, request: Request) -> Reply {
@@ -122,6 +146,9 @@ pub struct ExchangeStats {
     /// data between a device and the host and the host's joins and sums, which the
     /// devices wait for.
     pub wait_seconds: f64,
+    /// Seconds spent in all-reduce calls on gradients, overlapped with backward or not
+    /// (over MPI: including the time the other participants took to join each call).
+    pub all_reduce_seconds: f64,
 }
 
 impl GradientSync {
@@ -177,7 +204,8 @@ impl GradientSync {
 
     /// The exchange's costs so far.
     pub(crate) fn stats(&self) -> ExchangeStats {
-        self.stats
+        let all_reduce_seconds = self.comm.gradient_sum_ns.load(Ordering::Relaxed) as f64 * 1e-9;
+        ExchangeStats { all_reduce_seconds, ..self.stats }
     }
 
     /// Parameter `id`'s gradient is final: copy it into its bucket, and start summing every
@@ -194,7 +222,7 @@ impl GradientSync {
                 break;
             }
             let data = next.data.take().expect("a full bucket holds its data");
-            let reply = self.comm.submit(Request::Sum { tag: next.tag.clone(), data });
+            let reply = self.comm.submit(Request::Sum { tag: next.tag.clone(), data, gradients: true });
             self.in_flight.push_back((self.next_to_send, reply));
             self.next_to_send += 1;
         }
@@ -233,7 +261,7 @@ impl GradientSync {
 
     /// A blocking sum of a few values (metrics).
     pub(crate) fn sum(&self, tag: &str, data: Vec<f32>) -> Result<Vec<f32>> {
-        self.comm.wait(self.comm.submit(Request::Sum { tag: tag.to_string(), data }))
+        self.comm.wait(self.comm.submit(Request::Sum { tag: tag.to_string(), data, gradients: false }))
     }
 
     /// A blocking broadcast from `root`.
