@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use mpi::Threading;
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+use mpi::datatype::{Buffer, BufferMut};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 
@@ -144,6 +145,34 @@ fn abort_world(comm: &SimpleCommunicator, rank: usize, size: usize, reason: &str
     comm.abort(1)
 }
 
+/// The longest pause between two checks of an all-reduce in progress.
+const MAX_POLL_PAUSE: Duration = Duration::from_micros(500);
+
+/// `MPI_Iallreduce`, waited for by checking it with short sleeps between. A blocking MPI
+/// call busy-waits for the other ranks, which takes a core from the backward pass that
+/// runs meanwhile (on a machine whose cores all compute, the ranks then slow each other
+/// down); sleeping gives the core back. MPI progresses the reduction on each check.
+fn all_reduce_yielding<S, R>(comm: &SimpleCommunicator, send: &S, recv: &mut R, op: SystemOperation)
+where
+    S: Buffer + ?Sized,
+    R: BufferMut + ?Sized,
+{
+    mpi::request::scope(|scope| {
+        let mut request = comm.immediate_all_reduce_into(scope, send, recv, op);
+        let mut pause = Duration::from_micros(10);
+        loop {
+            match request.test() {
+                Ok(_) => break,
+                Err(pending) => {
+                    request = pending;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(MAX_POLL_PAUSE);
+                }
+            }
+        }
+    });
+}
+
 /// What a collective call is, hashed, so that ranks check they make the same call.
 fn call_key(tag: &str, kind: &str, root: usize, len: usize) -> u64 {
     let mut h = alexnet_core::rng::mix64(len as u64, root as u64);
@@ -181,8 +210,9 @@ impl MpiGroup {
     fn agree(&mut self, what: &str, key: u64) -> Result<()> {
         // max(key) and max(!key) = !min(key) agree with `key` on every rank iff all are equal.
         let mut both = [0u64; 2];
+        let comm = &self.comm;
         self.watchdog
-            .during(what, || self.comm.all_reduce_into(&[key, !key][..], &mut both[..], SystemOperation::max()));
+            .during(what, || all_reduce_yielding(comm, &[key, !key][..], &mut both[..], SystemOperation::max()));
         if both == [key, !key] {
             Ok(())
         } else {
@@ -212,7 +242,7 @@ impl Collective for MpiGroup {
         self.scratch.clear();
         self.scratch.extend_from_slice(data);
         let (comm, scratch) = (&self.comm, &self.scratch);
-        self.watchdog.during(&what, || comm.all_reduce_into(&scratch[..], &mut *data, SystemOperation::sum()));
+        self.watchdog.during(&what, || all_reduce_yielding(comm, &scratch[..], &mut *data, SystemOperation::sum()));
         Ok(())
     }
 
