@@ -146,8 +146,9 @@ pub struct ExchangeStats {
     /// data between a device and the host and the host's joins and sums, which the
     /// devices wait for.
     pub wait_seconds: f64,
-    /// Seconds spent in all-reduce calls on gradients, overlapped with backward or not
-    /// (over MPI: including the time the other participants took to join each call).
+    /// Data parallelism only (0 otherwise): seconds spent in all-reduce calls on gradients,
+    /// overlapped with backward or not (including the time the other participants took
+    /// to join each call).
     pub all_reduce_seconds: f64,
 }
 
