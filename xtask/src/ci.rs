@@ -73,6 +73,19 @@ pub fn run(args: CiArgs, root: &Path) -> AnyResult {
     let two_devices = ("POCL_DEVICES", "pthread pthread");
     let test_env = [("ALEX_REQUIRE_OPENCL", opencl), two_devices];
     step("cargo test --workspace", root, &cargo, &["test", "--workspace"], &test_env)?;
+    // As .ci/run: each publishable crate packs, path dependencies resolved to the others'
+    // packages; not rebuilt from them (a second full dependency build).
+    let package = [
+        "package",
+        "--workspace",
+        "--exclude",
+        "xtask",
+        "--exclude",
+        "alexnet-integration-tests",
+        "--no-verify",
+        "--allow-dirty",
+    ];
+    step("cargo package", root, &cargo, &package, &[])?;
     if !args.no_mpi {
         let test = ["test", "-p", "xtask", "--features", "mpi", "--test", "distributed"];
         step("distributed tests (mpirun -np 2 and 3)", root, &cargo, &test, &test_env)?;
