@@ -18,8 +18,8 @@ pub struct BenchArgs {
     /// Model preset.
     #[arg(long, default_value = "paper")]
     preset: Preset,
-    /// Channel groups the LRN layers normalise apart (default: the preset's; the model
-    /// split needs 2).
+    /// Channel groups the LRN layers normalise apart (the model split needs 2) [default: the
+    /// preset's].
     #[arg(long)]
     lrn_groups: Option<usize>,
     /// Training batch size (the global batch, over all devices).
@@ -34,7 +34,8 @@ pub struct BenchArgs {
     /// Timed inference batches (after one warm-up batch).
     #[arg(long, default_value_t = 5)]
     infer_steps: usize,
-    /// Several devices: OpenCL indices such as `0,1`; with the CPU backend, one per entry.
+    /// Several devices: OpenCL indices such as `0,1`; with the CPU backend, one per entry
+    /// [default: --device alone].
     #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
     devices: Option<Vec<usize>>,
     /// How several devices divide the work: `data` or `model` (the paper's split).

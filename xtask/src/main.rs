@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use alexnet::{Architecture, BackendKind, Parallelism, Placement, Preset, RunConfig, Trainer};
+use alexnet::{Architecture, BackendKind, InitScheme, Parallelism, Placement, Preset, RunConfig, Schedule, Trainer};
 use alexnet_autograd::CpuBackend;
 use alexnet_core::Backend;
 use clap::{Args, Parser, Subcommand};
@@ -37,6 +37,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a model. Without arguments: the `mini` preset on the embedded Fashion-MNIST.
+    ///
+    /// To stop a run cleanly from outside, create a file named STOP in its folder
+    /// (`touch runs/<name>/STOP`): it stops before the next step with a checkpoint there, and
+    /// `--resume runs/<name>` continues exactly where it stopped. `--time-budget` does the same
+    /// after a given time; the `paper` schedule stops by itself when the validation error
+    /// stalls after its last reduction (early stopping).
     Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on its run's test (or validation) data.
     Eval(EvalArgs),
@@ -66,13 +72,13 @@ enum BenchCommand {
 /// Backend selection shared by the commands that compute.
 #[derive(Args, Debug, Clone)]
 struct BackendArgs {
-    /// Compute backend: cpu or opencl.
+    /// Compute backend: cpu or opencl [default: cpu; a run's own when resuming or evaluating].
     #[arg(long)]
     backend: Option<BackendKind>,
-    /// OpenCL device index (see `cargo xtask devices`).
+    /// OpenCL device index (see `cargo xtask devices`) [default: 0].
     #[arg(long)]
     device: Option<usize>,
-    /// Compute threads for the CPU backend (default: all cores).
+    /// Compute threads for the CPU backend [default: 0, all cores].
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -80,70 +86,91 @@ struct BackendArgs {
 #[derive(Args, Debug)]
 struct TrainArgs {
     /// Training data: an ImageNet-style folder (one sub-folder per class), an IDX folder or a
-    /// CIFAR-10 binary folder. Default: the embedded Fashion-MNIST.
+    /// CIFAR-10 binary folder [default: the embedded Fashion-MNIST].
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Model preset: paper, caffenet, keras-bn, mini or torchvision.
+    /// Model preset: paper, caffenet, keras-bn, mini or torchvision [default: mini, or the
+    /// config file's]. Where a default below differs by preset, each preset's value is listed.
     #[arg(long)]
     preset: Option<Preset>,
-    /// Validation data (same layout as --data).
+    /// Validation data (same layout as --data) [default: none; --val-fraction holds some out].
     #[arg(long)]
     val: Option<PathBuf>,
-    /// Hold out this fraction of the training data for validation when --val is absent.
-    #[arg(long)]
+    #[arg(long, help = preset_default("Hold out this fraction of the training data for validation when --val is absent", |c| c.data.val_fraction.to_string()))]
     val_fraction: Option<f64>,
-    /// Test data, evaluated at the end (IDX and CIFAR folders bring their own).
+    /// Test data, evaluated at the end [default: none; IDX and CIFAR folders bring their own].
     #[arg(long)]
     test: Option<PathBuf>,
-    /// Epochs to train.
-    #[arg(long)]
+    #[arg(long, help = preset_default("Epochs to train", |c| c.optim.epochs.to_string()))]
     epochs: Option<usize>,
-    /// Images per SGD step.
-    #[arg(long)]
+    #[arg(long, help = preset_default("Images per SGD step", |c| c.optim.batch_size.to_string()))]
     batch_size: Option<usize>,
-    /// Base learning rate.
-    #[arg(long)]
+    #[arg(long, help = preset_default("Base learning rate", |c| c.optim.lr.to_string()))]
     lr: Option<f32>,
-    /// Seed of initialisation, data order, augmentation and dropout.
-    #[arg(long)]
+    #[arg(long, help = preset_default("SGD momentum (the paper's v <- m v - wd lr w - lr grad)", |c| c.optim.momentum.to_string()))]
+    momentum: Option<f32>,
+    #[arg(long, help = preset_default("Weight decay", |c| c.optim.weight_decay.to_string()))]
+    weight_decay: Option<f32>,
+    #[arg(
+        long,
+        value_name = "SCHEDULE",
+        help = preset_default(
+            "Learning-rate schedule: constant, paper (divide by 10 on a validation plateau, 3 times), or a TOML \
+             table such as '{ kind = \"step\", every = 30, factor = 0.1 }', '{ kind = \"cosine\", final_factor = 0.02 }', \
+             '{ kind = \"plateau\", patience = 2, factor = 0.1, max_reductions = 3, min_delta = 0.0 }'",
+            |c| c.optim.schedule.to_string(),
+        )
+    )]
+    schedule: Option<Schedule>,
+    #[arg(long, help = preset_default("Weight initialisation: paper (N(0, 0.01^2), biases 1 in conv2/4/5 and the hidden dense layers) or he", |c| format!("{:?}", c.init).to_lowercase()))]
+    init: Option<InitScheme>,
+    #[arg(long, value_name = "BOOL", help = preset_default("Random crops and flips (and PCA lighting on colour images) while training", |c| c.data.augment.to_string()))]
+    augment: Option<bool>,
+    #[arg(long, value_name = "BOOL", help = preset_default("The paper's PCA colour augmentation (colour images only)", |c| c.data.pca_lighting.to_string()))]
+    pca_lighting: Option<bool>,
+    #[arg(long, help = preset_default("Seed of initialisation, data order, augmentation and dropout", |c| c.seed.to_string()))]
     seed: Option<u64>,
-    /// A TOML configuration file (command-line options override it).
+    /// A TOML configuration file (command-line options override it) [default: none; see
+    /// configs/ for examples].
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Run name: the folder under the runs folder (default: <preset>-<n>, the first free).
+    /// Run name: the folder under the runs folder [default: the config file's `name`, else
+    /// <preset>-<n>, the first free].
     #[arg(long)]
     name: Option<String>,
-    /// Parent folder of run folders.
-    #[arg(long)]
+    #[arg(long, help = preset_default("Parent folder of run folders", |c| c.output.runs_dir.display().to_string()))]
     runs_dir: Option<PathBuf>,
     /// Continue a run from its newest checkpoint: a run folder, or without a value (or
     /// `latest`) the newest run under the runs folder. The run keeps its own configuration
     /// (data, preset, batch size, learning rate, seed), so those options are refused here;
-    /// `--epochs` may extend it.
+    /// `--epochs` may extend it [default: none, a new run].
     #[arg(
         long,
         num_args = 0..=1,
         default_missing_value = "latest",
         value_name = "RUN_DIR",
-        conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "seed", "config", "name", "max_steps", "checkpoint_minutes", "max_train_images", "max_eval_images", "workers", "max_image_pixels", "lrn_groups", "weights"]
+        conflicts_with_all = ["data", "preset", "val", "val_fraction", "test", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "augment", "pca_lighting", "seed", "config", "name", "max_steps", "checkpoint_minutes", "log_every_steps", "max_train_images", "max_eval_images", "workers", "max_image_pixels", "lrn_groups", "weights"]
     )]
     resume: Option<PathBuf>,
     /// Train on several devices: OpenCL indices such as `0,1` (see `cargo xtask devices`);
-    /// with the CPU backend, one replica per entry. May change when resuming.
+    /// with the CPU backend, one replica per entry. May change when resuming [default:
+    /// --device alone].
     #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
     devices: Option<Vec<usize>>,
     /// How several devices divide the work: `data` (a replica on each, gradients summed)
     /// or `model` (the paper's split of every layer across two devices; LRN in two
-    /// channel groups, the `paper` preset's default, `--lrn-groups 2` for the others).
+    /// channel groups, the `paper` preset's default, `--lrn-groups 2` for the others)
+    /// [default: data].
     #[arg(long)]
     parallel: Option<Parallelism>,
-    /// Channel groups the LRN layers normalise apart (default: the preset's, 2 for
-    /// `paper` as on the paper's two GPUs, 1 for the others).
+    /// Channel groups the LRN layers normalise apart [default: the preset's, 2 for
+    /// `paper` as on the paper's two GPUs, 1 for the others].
     #[arg(long)]
     lrn_groups: Option<usize>,
     /// Start from these weights instead of a random initialisation: a safetensors file
     /// with the preset's parameter names (an alexnet-rs checkpoint, or a PyTorch
-    /// `state_dict`, e.g. torchvision's AlexNet with `--preset torchvision`).
+    /// `state_dict`, e.g. torchvision's AlexNet with `--preset torchvision`) [default: none,
+    /// a random initialisation].
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
     /// With --weights: draw a new last layer for the data's class count instead of
@@ -154,24 +181,29 @@ struct TrainArgs {
     #[arg(long, requires = "weights")]
     freeze: bool,
     /// Stop after this many steps (smoke runs), with a checkpoint there that `--resume`
-    /// continues from.
+    /// continues from [default: no limit].
     #[arg(long)]
     max_steps: Option<u64>,
-    /// Also checkpoint inside epochs every this many minutes (default 30; 0: at epoch ends
-    /// only), so that a crash loses at most this much training.
+    /// Also checkpoint inside epochs every this many minutes (0: at epoch ends only), so that
+    /// a crash loses at most this much training [default: 30].
     #[arg(long, value_name = "MINUTES")]
     checkpoint_minutes: Option<f64>,
-    /// Use at most this many training images.
+    /// Stop this session after this many minutes, with a checkpoint that `--resume`
+    /// continues from (also when resuming) [default: no limit].
+    #[arg(long, value_name = "MINUTES", value_parser = positive_minutes)]
+    time_budget: Option<f64>,
+    #[arg(long, value_name = "STEPS", help = preset_default("Append mean loss, learning rate and images/s to the run's steps.jsonl every this many steps (0: never)", |c| c.output.log_every_steps.to_string()))]
+    log_every_steps: Option<u64>,
+    /// Use at most this many training images [default: all].
     #[arg(long)]
     max_train_images: Option<usize>,
-    /// Use at most this many validation/test images.
+    /// Use at most this many validation/test images [default: all].
     #[arg(long)]
     max_eval_images: Option<usize>,
-    /// Data loader worker threads.
-    #[arg(long)]
+    #[arg(long, help = preset_default("Data loader worker threads", |c| c.data.workers.to_string()))]
     workers: Option<usize>,
     /// Skip (and report) images larger than this many pixels, read from their headers
-    /// before decoding (default 64,000,000).
+    /// before decoding [default: 64000000].
     #[arg(long, value_name = "PIXELS")]
     max_image_pixels: Option<u64>,
     /// No progress bars (one line per epoch).
@@ -199,7 +231,7 @@ struct EvalArgs {
     #[arg(long)]
     checkpoint: PathBuf,
     /// Evaluate every image of this folder (for an IDX or CIFAR-10 folder: its test files)
-    /// instead of the checkpoint's run's test split.
+    /// instead of the checkpoint's run's test split [default: the run's test split].
     #[arg(long)]
     data: Option<PathBuf>,
     /// The paper's ten-crop evaluation: average the softmax of four corners, centre and
@@ -209,7 +241,7 @@ struct EvalArgs {
     /// Evaluate the validation split instead of the test split.
     #[arg(long, conflicts_with = "data")]
     val: bool,
-    /// Skip (and report) images larger than this many pixels (default: the run's setting).
+    /// Skip (and report) images larger than this many pixels [default: the run's setting].
     #[arg(long, value_name = "PIXELS")]
     max_image_pixels: Option<u64>,
     #[command(flatten)]
@@ -236,13 +268,13 @@ struct SummaryArgs {
     /// Model preset: paper, caffenet, keras-bn, mini or torchvision.
     #[arg(long, default_value = "paper")]
     preset: Preset,
-    /// Number of classes (default: the preset's).
+    /// Number of classes [default: the preset's].
     #[arg(long)]
     classes: Option<usize>,
-    /// Input as CxHxW, e.g. 3x227x227 (default: the preset's).
+    /// Input as CxHxW, e.g. 3x227x227 [default: the preset's].
     #[arg(long, value_parser = parse_input)]
     input: Option<[usize; 3]>,
-    /// Channel groups the LRN layers normalise apart (default: the preset's).
+    /// Channel groups the LRN layers normalise apart [default: the preset's].
     #[arg(long)]
     lrn_groups: Option<usize>,
 }
@@ -260,6 +292,33 @@ struct ExportArgs {
     /// state_dict, e.g. torchvision's AlexNet: torchvision).
     #[arg(long)]
     preset: Option<Preset>,
+}
+
+/// `text` and its default under each preset, presets with the same value together:
+/// `Base learning rate [default: 0.01 (paper, caffenet, keras-bn); 0.05 (mini)]`.
+fn preset_default(text: &str, value: impl Fn(&RunConfig) -> String) -> String {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for preset in Preset::ALL {
+        let v = value(&RunConfig::for_preset(preset));
+        match groups.iter_mut().find(|(g, _)| *g == v) {
+            Some((_, names)) => names.push(preset.name()),
+            None => groups.push((v, vec![preset.name()])),
+        }
+    }
+    let defaults = match groups.as_slice() {
+        [(only, _)] => only.clone(),
+        _ => groups.iter().map(|(v, names)| format!("{v} ({})", names.join(", "))).collect::<Vec<_>>().join("; "),
+    };
+    format!("{text} [default: {defaults}]")
+}
+
+/// A positive, finite number of minutes.
+fn positive_minutes(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(m) if m.is_finite() && m > 0.0 && m < 1e9 => Ok(m),
+        Ok(m) => Err(format!("{m} minutes: expected a positive number of minutes")),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
 }
 
 fn parse_input(s: &str) -> Result<[usize; 3], String> {
@@ -388,9 +447,9 @@ fn with_backend(args: &BackendArgs, f: impl FnOnce(AnyBackend) -> AnyResult) -> 
 }
 
 fn resolve_config(args: &TrainArgs) -> AnyResult<RunConfig> {
-    let mut config = match &args.config {
-        Some(path) => RunConfig::load(path, args.preset)?,
-        None => RunConfig::for_preset(args.preset.unwrap_or(Preset::Mini)),
+    let (mut config, named_in_file) = match &args.config {
+        Some(path) => (RunConfig::load(path, args.preset)?, RunConfig::file_names_run(path)?),
+        None => (RunConfig::for_preset(args.preset.unwrap_or(Preset::Mini)), false),
     };
     let d = &mut config.data;
     // Relative paths of a config file mean the folder the run was started from.
@@ -417,11 +476,17 @@ fn resolve_config(args: &TrainArgs) -> AnyResult<RunConfig> {
     if let Some(w) = args.workers {
         d.workers = w;
     }
+    d.augment = args.augment.unwrap_or(d.augment);
+    d.pca_lighting = args.pca_lighting.unwrap_or(d.pca_lighting);
     d.max_image_pixels = args.max_image_pixels.unwrap_or(d.max_image_pixels);
     let o = &mut config.optim;
     o.epochs = args.epochs.unwrap_or(o.epochs);
     o.batch_size = args.batch_size.unwrap_or(o.batch_size);
     o.lr = args.lr.unwrap_or(o.lr);
+    o.momentum = args.momentum.unwrap_or(o.momentum);
+    o.weight_decay = args.weight_decay.unwrap_or(o.weight_decay);
+    o.schedule = args.schedule.unwrap_or(o.schedule);
+    config.init = args.init.unwrap_or(config.init);
     o.max_steps = args.max_steps.or(o.max_steps);
     config.seed = args.seed.unwrap_or(config.seed);
     config.lrn_groups = args.lrn_groups.or(config.lrn_groups);
@@ -440,9 +505,12 @@ fn resolve_config(args: &TrainArgs) -> AnyResult<RunConfig> {
     if let Some(minutes) = args.checkpoint_minutes {
         config.output.checkpoint_minutes = minutes;
     }
+    config.output.log_every_steps = args.log_every_steps.unwrap_or(config.output.log_every_steps);
+    // A name given (--name, or the config file's `name`) is used as it is: a folder that
+    // already holds a run is refused by the trainer, never replaced by another name.
     match &args.name {
         Some(name) => config.name = name.clone(),
-        None if args.config.is_none() || config.run_dir().exists() => {
+        None if !named_in_file => {
             let base = config.preset.name();
             let free = (1..).map(|n| format!("{base}-{n}")).find(|n| !config.output.runs_dir.join(n).exists());
             config.name = free.expect("some name is free");
@@ -558,6 +626,11 @@ fn train_on<B: Backend + 'static>(
     if resume_dir.is_some() {
         println!("continuing after epoch {} (step {})", trainer.epochs_done(), trainer.step());
     }
+    trainer.set_time_budget(args.time_budget.map(|minutes| std::time::Duration::from_secs_f64(minutes * 60.0)));
+    println!(
+        "to stop cleanly: touch {} (then --resume continues)",
+        trainer.config().run_dir().join(alexnet::trainer::STOP_FILE).display()
+    );
     let mut bars = progress::Bars::new(args.quiet);
     let result = trainer.fit(&mut bars)?;
     bars.finish();
@@ -594,7 +667,7 @@ fn train_on<B: Backend + 'static>(
             per_step(x.wait_seconds)
         );
     }
-    let files = ["config.toml", "metrics.jsonl", "curves.png", "result.json", "checkpoints/"];
+    let files = ["config.toml", "metrics.jsonl", "steps.jsonl", "curves.png", "result.json", "checkpoints/"];
     let present: Vec<&str> = files.into_iter().filter(|f| result.run_dir.join(f).exists()).collect();
     println!("run files: {}/ ({})", result.run_dir.display(), present.join(", "));
     Ok(())

@@ -1,6 +1,6 @@
 //! Progress bars for training and evaluation (indicatif), or plain lines with `--quiet`.
 
-use alexnet::{BatchReport, EpochRecord, Observer};
+use alexnet::{BatchReport, EpochRecord, Observer, SplitMetrics};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// An epoch bar over a batch bar, or nothing but one line per epoch when quiet.
@@ -35,6 +35,11 @@ impl Bars {
     }
 }
 
+/// Loss and error rates, labelled as such: `loss 0.4102, top-1 error 14.20%, top-5 error 1.10%`.
+fn split_line(m: &SplitMetrics) -> String {
+    format!("loss {:.4}, top-1 error {:.2}%, top-5 error {:.2}%", m.loss, 100.0 * m.top1_error, 100.0 * m.top5_error)
+}
+
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template).expect("valid template").progress_chars("=> ")
 }
@@ -66,23 +71,14 @@ impl Observer for Bars {
         if let Some(b) = &self.epoch {
             b.set_position(r.epoch as u64);
         }
-        let val = r
-            .val
-            .map(|v| {
-                format!(
-                    ", val loss {:.4} top-1 {:.2}% top-5 {:.2}%",
-                    v.loss,
-                    100.0 * v.top1_error,
-                    100.0 * v.top5_error
-                )
-            })
-            .unwrap_or_default();
+        let held_out = [("val", r.val), ("test", r.test)]
+            .into_iter()
+            .filter_map(|(name, m)| m.map(|m| format!(" | {name} {}", split_line(&m))))
+            .collect::<String>();
         self.println(&format!(
-            "epoch {}: train loss {:.4} top-1 {:.2}% top-5 {:.2}%{val}, lr {:.2e}, {:.0} img/s, {:.0} s",
+            "epoch {}: train {} (running, augmented){held_out} | lr {:.2e}, {:.0} img/s, {:.0} s",
             r.epoch,
-            r.train.loss,
-            100.0 * r.train.top1_error,
-            100.0 * r.train.top5_error,
+            split_line(&r.train),
             r.lr,
             r.images_per_sec,
             r.seconds

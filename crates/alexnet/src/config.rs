@@ -141,6 +141,14 @@ pub struct OutputConfig {
     /// checkpoint, so that a crash loses at most this much training (0: at epoch ends only).
     #[serde(default = "default_checkpoint_minutes")]
     pub checkpoint_minutes: f64,
+    /// Append the mean loss, learning rate and images/s to `steps.jsonl` every this many
+    /// steps (0: no step log).
+    #[serde(default = "default_log_every_steps")]
+    pub log_every_steps: u64,
+}
+
+fn default_log_every_steps() -> u64 {
+    10
 }
 
 fn default_checkpoint_minutes() -> f64 {
@@ -234,6 +242,7 @@ impl RunConfig {
                 runs_dir: PathBuf::from("runs"),
                 keep_last: 3,
                 checkpoint_minutes: default_checkpoint_minutes(),
+                log_every_steps: default_log_every_steps(),
             },
             weights: None,
         }
@@ -263,6 +272,15 @@ impl RunConfig {
     pub fn load(path: &Path, preset: Option<Preset>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
         Self::from_toml(&text, preset).map_err(|e| Error::config(format!("{}: {e}", path.display())))
+    }
+
+    /// Whether the TOML file at `path` names its run (a top-level `name`); without one a
+    /// run is named after its preset.
+    pub fn file_names_run(path: &Path) -> Result<bool> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let file: toml::Table =
+            toml::from_str(&text).map_err(|e| Error::config(format!("{}: config: {e}", path.display())))?;
+        Ok(file.contains_key("name"))
     }
 
     /// The configuration of the run in `run_dir`, relocated to where the folder is now: its

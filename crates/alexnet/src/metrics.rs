@@ -1,8 +1,10 @@
-//! Top-1/top-5 error, per-epoch records and the `metrics.jsonl` log.
+//! Top-1/top-5 error, per-epoch records (`metrics.jsonl`) and per-step scalars
+//! (`steps.jsonl`), each an append-only JSON-lines log.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -102,22 +104,71 @@ pub struct EpochRecord {
     pub train: SplitMetrics,
     /// Validation loss and error (centre crop), when there is a validation set.
     pub val: Option<SplitMetrics>,
+    /// Test loss and error (centre crop) after this epoch, evaluated every epoch when there
+    /// is a test set but no validation set, so that a held-out curve is drawn; never used
+    /// for a decision (schedule, best checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<SplitMetrics>,
     /// Training throughput.
     pub images_per_sec: f64,
     /// Wall time of the epoch in seconds.
     pub seconds: f64,
 }
 
-/// Appends records to `metrics.jsonl`, one JSON object a line.
-#[derive(Debug)]
-pub struct MetricsLog {
-    path: PathBuf,
+/// One line of `steps.jsonl`: scalars every `log_every_steps` steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Global step (batches trained) after this record's last step.
+    pub step: u64,
+    /// Training progress in epochs (2.5: half way through the third epoch).
+    pub epoch: f64,
+    /// Mean training loss over the steps since the previous record.
+    pub loss: f64,
+    /// The learning rate of the last step.
+    pub lr: f32,
+    /// Training images per second over the steps since the previous record.
+    pub images_per_sec: f64,
 }
 
-impl MetricsLog {
+/// A record of a JSON-lines log, ordered by its position (epoch or step) so that a resumed
+/// run can drop what follows its checkpoint.
+pub trait LogRecord: Serialize + DeserializeOwned {
+    /// The pause point after an append (crash tests stop the process there).
+    const APPENDED: &'static str;
+    /// The epoch or step the record ends at.
+    fn position(&self) -> u64;
+}
+
+impl LogRecord for EpochRecord {
+    const APPENDED: &'static str = "metrics-appended";
+    fn position(&self) -> u64 {
+        self.epoch as u64
+    }
+}
+
+impl LogRecord for StepRecord {
+    const APPENDED: &'static str = "steps-appended";
+    fn position(&self) -> u64 {
+        self.step
+    }
+}
+
+/// Appends records to a JSON-lines file, one object a line.
+#[derive(Debug)]
+pub struct JsonlLog<R> {
+    path: PathBuf,
+    records: std::marker::PhantomData<R>,
+}
+
+/// The per-epoch log, `metrics.jsonl`.
+pub type MetricsLog = JsonlLog<EpochRecord>;
+/// The per-step log, `steps.jsonl`.
+pub type StepLog = JsonlLog<StepRecord>;
+
+impl<R: LogRecord> JsonlLog<R> {
     /// A log at `path` (created on the first append).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self { path: path.into(), records: std::marker::PhantomData }
     }
 
     /// The file.
@@ -127,18 +178,18 @@ impl MetricsLog {
 
     /// Appends one record (one write of the whole line, so a crash leaves at most a torn
     /// last line, which [`MetricsLog::truncate_after`] drops).
-    pub fn append(&self, record: &EpochRecord) -> Result<()> {
+    pub fn append(&self, record: &R) -> Result<()> {
         let mut file =
             std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(Error::io(&self.path))?;
         let mut line = serde_json::to_string(record).map_err(|e| Error::config(e.to_string()))?;
         line.push('\n');
         file.write_all(line.as_bytes()).map_err(Error::io(&self.path))?;
-        crate::failpoint::pause_point("metrics-appended", &record.epoch.to_string());
+        crate::failpoint::pause_point(R::APPENDED, &record.position().to_string());
         Ok(())
     }
 
     /// Reads all records (for plots and resumed runs).
-    pub fn read(&self) -> Result<Vec<EpochRecord>> {
+    pub fn read(&self) -> Result<Vec<R>> {
         self.parse(&self.text()?)
     }
 
@@ -150,7 +201,7 @@ impl MetricsLog {
         }
     }
 
-    fn parse(&self, text: &str) -> Result<Vec<EpochRecord>> {
+    fn parse(&self, text: &str) -> Result<Vec<R>> {
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .enumerate()
@@ -161,12 +212,13 @@ impl MetricsLog {
             .collect()
     }
 
-    /// Keeps only the records of epochs `<= epoch` (a resumed run rewrites what follows).
-    /// A last line without its newline, torn by a crash while it was appended, is dropped.
-    pub fn truncate_after(&self, epoch: usize) -> Result<()> {
+    /// Keeps only the records at positions (epochs or steps) `<= position` (a resumed run
+    /// rewrites what follows). A last line without its newline, torn by a crash while it
+    /// was appended, is dropped.
+    pub fn truncate_after(&self, position: u64) -> Result<()> {
         let text = self.text()?;
         let whole = if text.ends_with('\n') { &text[..] } else { &text[..text.rfind('\n').map_or(0, |i| i + 1)] };
-        let kept: Vec<EpochRecord> = self.parse(whole)?.into_iter().filter(|r| r.epoch <= epoch).collect();
+        let kept: Vec<R> = self.parse(whole)?.into_iter().filter(|r| r.position() <= position).collect();
         let mut text = String::new();
         for r in &kept {
             text += &serde_json::to_string(r).map_err(|e| Error::config(e.to_string()))?;
@@ -215,6 +267,7 @@ mod tests {
                 lr: 0.01,
                 train: split,
                 val: Some(split),
+                test: None,
                 images_per_sec: 123.0,
                 seconds: 2.0,
             };

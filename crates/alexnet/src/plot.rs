@@ -40,18 +40,26 @@ pub fn plot_curves(records: &[EpochRecord], path: &Path) -> Result<()> {
         records.iter().filter_map(|r| f(r).map(|y| (r.epoch as f64, y))).collect()
     };
 
-    let losses: Vec<f64> =
-        records.iter().flat_map(|r| std::iter::once(r.train.loss).chain(r.val.map(|v| v.loss))).collect();
+    let losses: Vec<f64> = records
+        .iter()
+        .flat_map(|r| std::iter::once(r.train.loss).chain(r.val.map(|v| v.loss)).chain(r.test.map(|t| t.loss)))
+        .collect();
     let loss_max = losses.iter().copied().filter(|l| l.is_finite()).fold(0.1f64, f64::max) * 1.05;
-    let loss_lines =
-        [("train", BLUE, series(&|r| Some(r.train.loss))), ("validation", RED, series(&|r| r.val.map(|v| v.loss)))];
+    let test_green = RGBColor(0, 140, 0);
+    let loss_lines = [
+        ("train", BLUE, series(&|r| Some(r.train.loss))),
+        ("validation", RED, series(&|r| r.val.map(|v| v.loss))),
+        ("test", test_green, series(&|r| r.test.map(|t| t.loss))),
+    ];
     draw_panel(&left, ("loss", "cross-entropy"), epochs, loss_max, loss_lines)?;
 
     let error_lines = [
-        ("train top-1", BLUE, series(&|r| Some(100.0 * r.train.top1_error))),
-        ("train top-5", CYAN, series(&|r| Some(100.0 * r.train.top5_error))),
-        ("val top-1", RED, series(&|r| r.val.map(|v| 100.0 * v.top1_error))),
-        ("val top-5", MAGENTA, series(&|r| r.val.map(|v| 100.0 * v.top5_error))),
+        ("train top-1 error", BLUE, series(&|r| Some(100.0 * r.train.top1_error))),
+        ("train top-5 error", CYAN, series(&|r| Some(100.0 * r.train.top5_error))),
+        ("val top-1 error", RED, series(&|r| r.val.map(|v| 100.0 * v.top1_error))),
+        ("val top-5 error", MAGENTA, series(&|r| r.val.map(|v| 100.0 * v.top5_error))),
+        ("test top-1 error", test_green, series(&|r| r.test.map(|t| 100.0 * t.top1_error))),
+        ("test top-5 error", RGBColor(120, 200, 60), series(&|r| r.test.map(|t| 100.0 * t.top5_error))),
     ];
     draw_panel(&right, ("error (%)", "error %"), epochs, 100.0, error_lines)?;
     root.present().map_err(plot_err)
@@ -105,6 +113,7 @@ mod tests {
                 lr: 0.1,
                 train: split(1.0 / epoch as f64),
                 val: Some(split(1.2 / epoch as f64)),
+                test: Some(split(1.3 / epoch as f64)),
                 images_per_sec: 1.0,
                 seconds: 1.0,
             })

@@ -141,6 +141,17 @@ pub enum InitScheme {
     He,
 }
 
+impl std::str::FromStr for InitScheme {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "paper" => Ok(InitScheme::Paper),
+            "he" => Ok(InitScheme::He),
+            other => Err(Error::config(format!("unknown initialisation `{other}`; choose paper or he"))),
+        }
+    }
+}
+
 /// Padding of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

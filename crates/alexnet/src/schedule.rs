@@ -10,8 +10,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// How the learning rate changes over training.
+///
+/// In TOML (and JSON) a schedule with parameters is a table tagged by `kind`
+/// (`{ kind = "step", every = 30, factor = 0.1 }`); one without is a plain string:
+/// `"constant"`, or `"paper"` for [`Schedule::paper`]. [`FromStr`](std::str::FromStr) reads
+/// the same forms (`--schedule constant`, `--schedule '{ kind = "cosine", final_factor = 0.02 }'`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
+#[serde(rename_all = "kebab-case", tag = "kind", remote = "Self")]
 pub enum Schedule {
     /// The base rate throughout.
     Constant,
@@ -45,7 +50,7 @@ pub enum Schedule {
 
 impl Schedule {
     /// The paper's schedule: divide by 10 on a plateau, three times; patience 1 epoch.
-    pub fn paper() -> Self {
+    pub const fn paper() -> Self {
         Schedule::Plateau { patience: 1, factor: 0.1, max_reductions: 3, min_delta: 0.0 }
     }
 
@@ -65,6 +70,88 @@ impl Schedule {
                 "invalid schedule {other:?}: factors must lie in (0, 1], `every` and `patience` be at least 1"
             ))),
         }
+    }
+}
+
+/// The schedules written as a plain string: `(name, schedule)`.
+const NAMED: [(&str, Schedule); 2] = [("constant", Schedule::Constant), ("paper", Schedule::paper())];
+
+impl Schedule {
+    /// The schedule a plain string names.
+    fn named(name: &str) -> Result<Self> {
+        NAMED.iter().find(|(n, _)| *n == name).map(|&(_, s)| s).ok_or_else(|| {
+            Error::config(format!(
+                "unknown schedule `{name}`: plain names are constant and paper; step, cosine and plateau take \
+                 parameters, e.g. {{ kind = \"step\", every = 30, factor = 0.1 }}"
+            ))
+        })
+    }
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        match NAMED.iter().find(|(_, s)| s == self) {
+            Some((name, _)) => serializer.serialize_str(name),
+            None => Schedule::serialize(self, serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        /// A plain name, or the table tagged by `kind`.
+        struct NameOrTable;
+        impl<'de> serde::de::Visitor<'de> for NameOrTable {
+            type Value = Schedule;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a schedule name (\"constant\", \"paper\") or a table with `kind`")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> std::result::Result<Schedule, E> {
+                Schedule::named(name).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<Schedule, A::Error> {
+                Schedule::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_any(NameOrTable)
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    /// The form [`FromStr`](std::str::FromStr) reads: a plain name or an inline TOML table.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((name, _)) = NAMED.iter().find(|(_, s)| s == self) {
+            return f.write_str(name);
+        }
+        match *self {
+            Schedule::Constant => f.write_str("constant"),
+            Schedule::Step { every, factor } => write!(f, "{{ kind = \"step\", every = {every}, factor = {factor} }}"),
+            Schedule::Cosine { final_factor } => write!(f, "{{ kind = \"cosine\", final_factor = {final_factor} }}"),
+            Schedule::Plateau { patience, factor, max_reductions, min_delta } => write!(
+                f,
+                "{{ kind = \"plateau\", patience = {patience}, factor = {factor}, max_reductions = {max_reductions}, \
+                 min_delta = {min_delta} }}"
+            ),
+        }
+    }
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = Error;
+    /// A plain name (`constant`, `paper`) or an inline TOML table (`{ kind = "step", ... }`).
+    fn from_str(text: &str) -> Result<Self> {
+        let text = text.trim();
+        if !text.starts_with('{') {
+            return Self::named(text);
+        }
+        #[derive(Deserialize)]
+        struct Wrapper {
+            schedule: Schedule,
+        }
+        let parsed: Wrapper = toml::from_str(&format!("schedule = {text}"))
+            .map_err(|e| Error::config(format!("schedule `{text}`: {}", e.message())))?;
+        parsed.schedule.validate()?;
+        Ok(parsed.schedule)
     }
 }
 
@@ -229,6 +316,59 @@ mod tests {
         // No validation set: nothing happens.
         assert!(!s.end_epoch(2, None).reduced);
         assert_eq!(s.reductions, 1);
+    }
+
+    /// Every schedule round-trips through TOML, JSON (checkpoints) and the command line's
+    /// form; parameterless ones are plain strings, tables still load.
+    #[test]
+    fn plain_names_and_tables_in_toml_json_and_flags() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Holder {
+            schedule: Schedule,
+        }
+        let all = [
+            Schedule::Constant,
+            Schedule::paper(),
+            Schedule::Step { every: 30, factor: 0.1 },
+            Schedule::Cosine { final_factor: 0.02 },
+            Schedule::Plateau { patience: 2, factor: 0.5, max_reductions: 1, min_delta: 0.001 },
+        ];
+        for schedule in all {
+            let holder = Holder { schedule };
+            let text = toml::to_string(&holder).unwrap();
+            assert_eq!(toml::from_str::<Holder>(&text).unwrap(), holder, "{text}");
+            let json = serde_json::to_string(&holder).unwrap();
+            assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), holder, "{json}");
+            // The command line's form, as `--help` shows it.
+            let flag = schedule.to_string();
+            assert!(flag == "constant" || flag == "paper" || flag.starts_with("{ kind = "), "{flag}");
+            assert_eq!(flag.parse::<Schedule>().unwrap(), schedule, "{flag}");
+        }
+        assert_eq!(Schedule::Cosine { final_factor: 0.02 }.to_string(), "{ kind = \"cosine\", final_factor = 0.02 }");
+        let holder = |text: &str| toml::from_str::<Holder>(text).map(|h| h.schedule);
+        assert_eq!(holder("schedule = \"constant\"").unwrap(), Schedule::Constant);
+        assert_eq!(holder("schedule = \"paper\"").unwrap(), Schedule::paper());
+        assert_eq!(
+            toml::to_string(&Holder { schedule: Schedule::Constant }).unwrap().trim(),
+            "schedule = \"constant\""
+        );
+        // The tagged tables of earlier files and checkpoints still load.
+        assert_eq!(holder("schedule = { kind = \"constant\" }").unwrap(), Schedule::Constant);
+        assert_eq!(
+            serde_json::from_str::<Holder>(r#"{"schedule":{"kind":"constant"}}"#).unwrap().schedule,
+            Schedule::Constant
+        );
+        for (bad, needle) in [
+            ("schedule = \"step\"", "unknown schedule `step`"),
+            ("schedule = { kind = \"step\", every = 3 }", "factor"),
+            ("schedule = { kind = \"warp\" }", "warp"),
+        ] {
+            let err = holder(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        let err = "{ kind = \"step\", every = 0, factor = 0.1 }".parse::<Schedule>().unwrap_err().to_string();
+        assert!(err.contains("invalid schedule"), "{err}");
+        assert!("linear".parse::<Schedule>().unwrap_err().to_string().contains("plain names are constant and paper"));
     }
 
     #[test]

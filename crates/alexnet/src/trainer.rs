@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use alexnet_augment::{Augment, Loader, TenCrop, Transform};
 use alexnet_autograd::Tape;
@@ -15,7 +15,7 @@ use crate::checkpoint::{Checkpoint, CheckpointDir, DataPosition, PartialEpoch, T
 use crate::config::RunConfig;
 use crate::data::{DataFormat, Datasets};
 use crate::error::{Error, Result};
-use crate::metrics::{EpochRecord, MetricsLog, SplitMetrics, TopK};
+use crate::metrics::{EpochRecord, MetricsLog, SplitMetrics, StepLog, StepRecord, TopK};
 use crate::model::{Model, ModelInfo};
 use crate::parallel::{Engine, Placement, StepInput, build_engine};
 use crate::plot::plot_curves;
@@ -214,6 +214,11 @@ pub struct Trainer {
     train_loader: Loader,
     ckpts: CheckpointDir,
     log: MetricsLog,
+    step_log: StepLog,
+    step_window: StepWindow,
+    /// When this session started (the time budget counts from here).
+    session_started: Instant,
+    time_budget: Option<Duration>,
     /// Notes from opening the run (repairs, cleaned leftovers, changed data), given to the
     /// observer when training starts.
     notes: Vec<String>,
@@ -228,6 +233,44 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const PLOT_FILE: &str = "curves.png";
 /// The final result's file name in a run folder.
 pub const RESULT_FILE: &str = "result.json";
+/// The per-step log's file name in a run folder.
+pub const STEPS_FILE: &str = "steps.jsonl";
+/// A file of this name in a run folder stops the run before its next step, with a
+/// checkpoint that `--resume` continues from; the file is removed when honoured.
+pub const STOP_FILE: &str = "STOP";
+
+/// How an epoch of training ended.
+enum EpochEnd {
+    /// All its batches trained: its training metrics and seconds.
+    Finished(SplitMetrics, f64),
+    /// Stopped inside it (step limit, STOP file, time budget) after a checkpoint there.
+    Stopped(String),
+}
+
+/// The steps since the last `steps.jsonl` record.
+struct StepWindow {
+    steps: u64,
+    loss_sum: f64,
+    images: u64,
+    /// Seconds spent in training steps (waiting for data included, evaluation not).
+    seconds: f64,
+}
+
+impl StepWindow {
+    const EMPTY: StepWindow = StepWindow { steps: 0, loss_sum: 0.0, images: 0, seconds: 0.0 };
+
+    /// The record ending at `step` (`epoch` progress, rate `lr`); the window starts afresh.
+    fn take(&mut self, step: u64, epoch: f64, lr: f32) -> StepRecord {
+        let w = std::mem::replace(self, Self::EMPTY);
+        StepRecord {
+            step,
+            epoch,
+            loss: w.loss_sum / w.steps.max(1) as f64,
+            lr,
+            images_per_sec: w.images as f64 / w.seconds.max(1e-9),
+        }
+    }
+}
 
 impl Trainer {
     /// Starts a fresh run: opens the data, builds and initialises the model, creates the
@@ -264,6 +307,7 @@ impl Trainer {
                 std::fs::create_dir_all(&run_dir).map_err(Error::io(&run_dir))?;
                 crate::atomic::write_atomic(&run_dir.join(CONFIG_FILE), trainer.config.to_toml()?.as_bytes())?;
                 trainer.log.truncate_after(0)?;
+                trainer.step_log.truncate_after(0)?;
             }
             Ok(())
         })
@@ -314,7 +358,8 @@ impl Trainer {
             trainer.ckpts = ckpts;
             trainer.notes.splice(0..0, notes);
             if writes_files {
-                trainer.log.truncate_after(state.epochs_done)?;
+                trainer.log.truncate_after(state.epochs_done as u64)?;
+                trainer.step_log.truncate_after(state.step)?;
             }
             Ok(())
         })
@@ -369,6 +414,7 @@ impl Trainer {
         });
         let (train_loader, ckpts) = loader_and_checkpoints.inspect_err(|e| engine.abort(&e.to_string()))?;
         let notes = std::mem::take(&mut data.notes);
+        let step_log = StepLog::new(config.run_dir().join(STEPS_FILE));
         let mut trainer = Self {
             config,
             info,
@@ -382,6 +428,10 @@ impl Trainer {
             train_loader,
             ckpts,
             log,
+            step_log,
+            step_window: StepWindow::EMPTY,
+            session_started: Instant::now(),
+            time_budget: None,
             notes,
             resume_at: None,
             last_save: Instant::now(),
@@ -393,6 +443,44 @@ impl Trainer {
             trainer.engine.abort(&e.to_string());
         }
         finished.map(|()| trainer)
+    }
+
+    /// Stops training once this session has run for `budget` (counted from the trainer's
+    /// creation), before the next step and with a checkpoint there that resumes; `None`:
+    /// no limit. In a group of processes rank 0's budget counts.
+    pub fn set_time_budget(&mut self, budget: Option<Duration>) {
+        self.time_budget = budget;
+    }
+
+    /// Why training should stop before the next step, if it should: the step limit, the
+    /// time budget, or a [`STOP_FILE`] in the run folder (removed here). In a group of
+    /// processes rank 0 decides the last two and the others follow at the same step.
+    fn stop_reason(&mut self) -> Result<Option<String>> {
+        if self.config.optim.max_steps.is_some_and(|m| self.step >= m) {
+            return Ok(Some(format!("step limit {} reached", self.step)));
+        }
+        let mut reason = None;
+        if self.process.0 == 0 {
+            let stop = self.config.run_dir().join(STOP_FILE);
+            if let Some(budget) = self.time_budget
+                && self.session_started.elapsed() >= budget
+            {
+                reason = Some(format!("time budget of {:.1} minutes reached", budget.as_secs_f64() / 60.0));
+            } else if stop.exists() {
+                let removed = match std::fs::remove_file(&stop) {
+                    Ok(()) => "removed".to_string(),
+                    Err(e) => format!("could not remove it: {e}; remove it before resuming"),
+                };
+                reason = Some(format!("stop requested by {} ({removed})", stop.display()));
+            }
+        }
+        if self.process.1 > 1 {
+            let stop = self.engine.values_of_process_0("stop", &[u64::from(reason.is_some())])?[0] == 1;
+            if stop && reason.is_none() {
+                reason = Some("rank 0 stopped the group (STOP file or time budget)".to_string());
+            }
+        }
+        Ok(reason)
     }
 
     /// In a group of processes: fails unless this process agrees with rank 0 about what
@@ -531,16 +619,28 @@ impl Trainer {
         let started = Instant::now();
         // A run resumed after its last epoch reports the validation that epoch logged.
         let mut last_val = self.log.read().ok().and_then(|records| records.last().and_then(|r| r.val));
+        // The test split's metrics and the step they were taken at.
+        let mut last_test = None;
         let mut stopped_early = None;
         let epochs = self.config.optim.epochs;
         while self.epochs_done < epochs {
             let epoch = self.epochs_done;
-            let Some((train, seconds)) = self.train_epoch(epoch, obs)? else {
-                stopped_early = Some(format!("step limit {} reached", self.step));
-                break;
+            let (train, seconds) = match self.train_epoch(epoch, obs)? {
+                EpochEnd::Finished(train, seconds) => (train, seconds),
+                EpochEnd::Stopped(reason) => {
+                    stopped_early = Some(reason);
+                    break;
+                }
             };
             let val = self.evaluate_split(false, false, obs)?;
             last_val = val;
+            // Without a validation split the test split draws the held-out curve (as
+            // torchvision's reference scripts evaluate their validation set every epoch);
+            // it decides nothing (schedule, best checkpoint).
+            let test = if val.is_none() { self.evaluate_split(true, false, obs)? } else { None };
+            if test.is_some() {
+                last_test = Some((self.step, test));
+            }
             self.epochs_done += 1;
             let decision = self.scheduler.end_epoch(epoch, val.map(|v| v.top1_error));
             let record = EpochRecord {
@@ -549,6 +649,7 @@ impl Trainer {
                 lr: self.scheduler.lr(self.epochs_done as f64),
                 train,
                 val,
+                test,
                 images_per_sec: train.images as f64 / seconds.max(1e-9),
                 seconds,
             };
@@ -576,7 +677,10 @@ impl Trainer {
                 break;
             }
         }
-        let test = self.evaluate_split(true, false, obs)?;
+        let test = match last_test {
+            Some((step, test)) if step == self.step => test,
+            _ => self.evaluate_split(true, false, obs)?,
+        };
         let result = RunResult {
             run_dir: self.config.run_dir(),
             epochs: self.epochs_done,
@@ -594,9 +698,10 @@ impl Trainer {
     }
 
     /// One epoch of SGD (the rest of it, when resumed inside it): returns the epoch's
-    /// training metrics and seconds, or `None` when the step limit cut it short (after a
-    /// checkpoint at that point). Checkpoints inside the epoch every `checkpoint_minutes`.
-    fn train_epoch(&mut self, epoch: usize, obs: &mut dyn Observer) -> Result<Option<(SplitMetrics, f64)>> {
+    /// training metrics and seconds, or why it stopped early (after a checkpoint at that
+    /// point). Checkpoints inside the epoch every `checkpoint_minutes`; appends to
+    /// `steps.jsonl` every `log_every_steps`.
+    fn train_epoch(&mut self, epoch: usize, obs: &mut dyn Observer) -> Result<EpochEnd> {
         let o = self.config.optim.clone();
         let batches = self.train_loader.batches_per_epoch();
         let (first_batch, mut partial) = match self.resume_at.take() {
@@ -608,19 +713,18 @@ impl Trainer {
         let started = Instant::now();
         let seconds_before = partial.seconds;
         let elapsed = || seconds_before + started.elapsed().as_secs_f64();
+        let log_every = self.config.output.log_every_steps;
+        let mut tick = Instant::now();
         for batch in self.train_loader.epoch_from(epoch as u64, first_batch) {
-            if o.max_steps.is_some_and(|m| self.step >= m) {
+            if let Some(reason) = self.stop_reason()? {
                 partial.seconds = elapsed();
                 let at = DataPosition { epoch, batch: batch.number };
                 let saved = self.save_checkpoint(at, Some(partial), false, obs)?;
                 report_skips(&self.train_loader, obs);
                 if let Some(path) = saved {
-                    obs.note(&format!(
-                        "step limit reached: checkpoint {} (resuming continues this epoch)",
-                        path.display()
-                    ));
+                    obs.note(&format!("{reason}: checkpoint {} (resuming continues this epoch)", path.display()));
                 }
-                return Ok(None);
+                return Ok(EpochEnd::Stopped(reason));
             }
             let lr = self.scheduler.lr(epoch as f64 + batch.number as f64 / batches as f64);
             let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
@@ -654,6 +758,19 @@ impl Trainer {
             partial.loss_sum += f64::from(loss_value) * out.topk.count as f64;
             self.engine.sgd_step(&SgdStep { lr, momentum: o.momentum, weight_decay: o.weight_decay })?;
             self.step += 1;
+            let w = &mut self.step_window;
+            w.steps += 1;
+            w.loss_sum += f64::from(loss_value);
+            w.images += out.topk.count;
+            w.seconds += tick.elapsed().as_secs_f64();
+            tick = Instant::now();
+            if log_every > 0 && self.step.is_multiple_of(log_every) {
+                let progress = epoch as f64 + (batch.number + 1) as f64 / batches as f64;
+                let record = self.step_window.take(self.step, progress, lr);
+                if self.process.0 == 0 {
+                    self.step_log.append(&record)?;
+                }
+            }
             obs.batch_end(&BatchReport {
                 epoch,
                 batch: batch.number,
@@ -673,7 +790,7 @@ impl Trainer {
             }
         }
         report_skips(&self.train_loader, obs);
-        Ok(Some((SplitMetrics::from_sums(partial.loss_sum, &partial.topk), elapsed())))
+        Ok(EpochEnd::Finished(SplitMetrics::from_sums(partial.loss_sum, &partial.topk), elapsed()))
     }
 
     /// Saves a checkpoint whose data continue at `at` (batch 0: an epoch's end), with the

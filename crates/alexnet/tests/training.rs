@@ -4,9 +4,11 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
-use alexnet::trainer::{EvalRequest, evaluate_checkpoint};
-use alexnet::{Error, MetricsLog, Silent, Trainer, load_model};
+use alexnet::metrics::StepLog;
+use alexnet::trainer::{EvalRequest, STEPS_FILE, STOP_FILE, evaluate_checkpoint};
+use alexnet::{BatchReport, Error, MetricsLog, Observer, Silent, Trainer, load_model};
 use common::{backend, small_config};
 
 #[test]
@@ -179,4 +181,90 @@ fn a_moved_run_resumes_in_its_new_folder() {
         assert!(moved.join(f).exists(), "{f} missing in the moved run");
     }
     assert_eq!(MetricsLog::new(moved.join("metrics.jsonl")).read().unwrap().len(), 2);
+}
+
+/// Creates the run's STOP file when the given batch of the given epoch has finished.
+struct StopAt {
+    run_dir: std::path::PathBuf,
+    epoch: usize,
+    batch: usize,
+}
+
+impl Observer for StopAt {
+    fn batch_end(&mut self, r: &BatchReport) {
+        if (r.epoch, r.batch) == (self.epoch, self.batch) {
+            std::fs::write(self.run_dir.join(STOP_FILE), b"").unwrap();
+        }
+    }
+}
+
+/// Issue 13, item 5: a STOP file in the run folder, or the time budget, stops a run before
+/// its next step with a checkpoint there; resumed, it ends exactly where an uninterrupted
+/// run ends.
+#[test]
+fn stopped_from_outside_runs_resume_bit_exactly() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut straight = Trainer::new(small_config(runs.path(), "straight", 2), backend()).unwrap();
+    straight.fit(&mut Silent).unwrap();
+
+    let mut stopped = Trainer::new(small_config(runs.path(), "stop-file", 2), backend()).unwrap();
+    let run_dir = runs.path().join("stop-file");
+    let result = stopped.fit(&mut StopAt { run_dir: run_dir.clone(), epoch: 1, batch: 4 }).unwrap();
+    let why = result.stopped_early.unwrap();
+    assert!(why.contains("stop requested") && why.contains("removed"), "{why}");
+    assert!(!run_dir.join(STOP_FILE).exists(), "the STOP file is removed when honoured");
+    assert!(result.test.is_some(), "a stopped run still reports its test split");
+    drop(stopped);
+    // 12 batches per epoch: batch 4 of the second epoch is step 17.
+    let mut resumed = Trainer::resume(&run_dir, backend(), None).unwrap();
+    assert_eq!((resumed.epochs_done(), resumed.step()), (1, 17));
+    assert!(resumed.fit(&mut Silent).unwrap().stopped_early.is_none());
+    assert_same_run(runs.path(), &straight, "straight", &resumed, "stop-file");
+
+    let mut budgeted = Trainer::new(small_config(runs.path(), "budget", 2), backend()).unwrap();
+    budgeted.set_time_budget(Some(Duration::ZERO));
+    let why = budgeted.fit(&mut Silent).unwrap().stopped_early.unwrap();
+    assert!(why.contains("time budget"), "{why}");
+    assert_eq!(budgeted.step(), 0);
+    drop(budgeted);
+    let mut resumed = Trainer::resume(&runs.path().join("budget"), backend(), None).unwrap();
+    resumed.fit(&mut Silent).unwrap();
+    assert_same_run(runs.path(), &straight, "straight", &resumed, "budget");
+}
+
+/// Issue 13, item 4: without a validation split the test split is evaluated after every
+/// epoch (the held-out curve), and `steps.jsonl` holds the scalars every N steps, continued
+/// by a resumed run.
+#[test]
+fn held_out_curve_and_step_log() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut config = small_config(runs.path(), "curves", 2);
+    config.data.val_fraction = 0.0;
+    config.output.log_every_steps = 5;
+    config.optim.max_steps = Some(7);
+    Trainer::new(config, backend()).unwrap().fit(&mut Silent).unwrap();
+    let run_dir = runs.path().join("curves");
+    let steps = |n: usize| {
+        let records = StepLog::new(run_dir.join(STEPS_FILE)).read().unwrap();
+        assert_eq!(records.len(), n);
+        records
+    };
+    assert_eq!(steps(1)[0].step, 5);
+    let result = Trainer::resume(&run_dir, backend(), None).unwrap().fit(&mut Silent).unwrap();
+
+    let records = steps(4);
+    assert_eq!(records.iter().map(|r| r.step).collect::<Vec<_>>(), [5, 10, 15, 20]);
+    for r in &records {
+        // 12 batches per epoch.
+        assert!((r.epoch - r.step as f64 / 12.0).abs() < 1e-9, "{r:?}");
+        assert_eq!(r.lr, 0.02);
+        assert!(r.loss.is_finite() && r.loss > 0.0 && r.images_per_sec > 0.0, "{r:?}");
+    }
+    let epochs = MetricsLog::new(run_dir.join("metrics.jsonl")).read().unwrap();
+    assert_eq!(epochs.len(), 2);
+    for e in &epochs {
+        assert!(e.val.is_none());
+        assert_eq!(e.test.map(|t| t.images), Some(128), "epoch {}: the test split every epoch", e.epoch);
+    }
+    assert_eq!(result.test, epochs[1].test, "the final test is the last epoch's");
 }
