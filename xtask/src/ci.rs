@@ -87,7 +87,9 @@ pub fn run(args: CiArgs, root: &Path) -> AnyResult {
     ];
     step("cargo package", root, &cargo, &package, &[])?;
     if !args.no_mpi {
-        let test = ["test", "-p", "xtask", "--features", "mpi", "--test", "distributed"];
+        // --workspace: features resolve as in the test step, so only what the feature changes
+        // is built again.
+        let test = ["test", "--workspace", "--features", "xtask/mpi", "--test", "distributed"];
         step("distributed tests (mpirun -np 2 and 3)", root, &cargo, &test, &test_env)?;
         if !args.no_smoke {
             let runs = root.join("target").join("ci-runs");
