@@ -114,7 +114,10 @@ pub fn run(args: CiArgs, root: &Path) -> AnyResult {
     }
     if !args.no_smoke {
         let runs = root.join("target").join("ci-runs");
-        let _ = std::fs::remove_dir_all(&runs);
+        // Only these smokes' own folders: the distributed smoke's run stays for inspection.
+        for name in ["smoke", "smoke-split"] {
+            let _ = std::fs::remove_dir_all(runs.join(name));
+        }
         let runs = runs.to_string_lossy().into_owned();
         let exe = std::env::current_exe()?.to_string_lossy().into_owned();
         let smoke = ["train", "--quiet", "--epochs", "1", "--runs-dir", &runs];

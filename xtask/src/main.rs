@@ -656,16 +656,8 @@ fn train_on<B: Backend + 'static>(
         ),
         None => println!("no test set; {} epochs in {:.0} s", result.epochs, result.seconds),
     }
-    if let Some(x) = trainer.exchange_stats().filter(|x| x.steps > 0) {
-        let per_step = |seconds: f64| seconds / x.steps as f64;
-        println!(
-            "gradient exchange: {:.1} MB per step over {} steps; all-reduce {:.3} s per step, {:.3} s of it \
-             after the backward pass",
-            x.bytes_per_step as f64 / 1e6,
-            x.steps,
-            per_step(x.all_reduce_seconds),
-            per_step(x.wait_seconds)
-        );
+    if let Some(exchange) = trainer.exchange_stats().filter(|x| x.steps > 0) {
+        println!("{exchange}");
     }
     let files = ["config.toml", "metrics.jsonl", "steps.jsonl", "curves.png", "result.json", "checkpoints/"];
     let present: Vec<&str> = files.into_iter().filter(|f| result.run_dir.join(f).exists()).collect();

@@ -44,7 +44,7 @@ pub use self::mpi::{EXIT_STALLED, Mpi, MpiGroup};
 pub use engine::PlacedModel;
 pub(crate) use engine::{Engine, StepInput, build_engine};
 pub use local::{LocalGroup, LocalMember};
-pub use sync::{DEFAULT_BUCKET_BYTES, ExchangeStats};
+pub use sync::{DEFAULT_BUCKET_BYTES, ExchangeStats, Exchanged};
 
 use crate::error::Result;
 

@@ -27,7 +27,7 @@ use alexnet_core::{Backend, SgdStep, Shape4};
 
 use super::Engine;
 use super::engine::{StepInput, StepOutput};
-use super::sync::ExchangeStats;
+use super::sync::{ExchangeStats, Exchanged};
 use crate::checkpoint::TensorMap;
 use crate::error::{Error, Result};
 use crate::metrics::TopK;
@@ -357,7 +357,7 @@ impl<B: Backend + 'static> Split<B> {
             halves,
             loss_tape: Tape::train(first.clone()),
             no_params: ParamStore::new(first),
-            stats: ExchangeStats::default(),
+            stats: ExchangeStats { what: Exchanged::Activations, ..ExchangeStats::default() },
         })
     }
 }
@@ -609,6 +609,10 @@ mod tests {
         // of the input gradients, backward; fc8: device 1's logits and their gradient.
         let stats = split.exchange_stats().unwrap();
         let per_sample = 2 * (256 * 3 * 3 + 256 + 4096 + 4096) + 1000;
-        assert_eq!((stats.steps, stats.bytes_per_step), (3, (4 * n * per_sample) as u64));
+        assert_eq!(
+            (stats.what, stats.steps, stats.bytes_per_step),
+            (Exchanged::Activations, 3, (4 * n * per_sample) as u64)
+        );
+        assert!(!stats.to_string().contains("all-reduce"), "{stats}");
     }
 }

@@ -132,9 +132,22 @@ pub(crate) struct GradientSync {
     stats: ExchangeStats,
 }
 
-/// What exchanging data between devices or processes cost so far.
+/// What crosses between devices or processes each step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Exchanged {
+    /// Data parallelism: each replica's gradients, summed by all-reduce.
+    #[default]
+    Gradients,
+    /// The model split: the halves' activations forward and their gradients backward.
+    Activations,
+}
+
+/// What exchanging data between devices or processes cost so far. Its `Display` is the
+/// one-line summary `train` prints at the end of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ExchangeStats {
+    /// What was exchanged (and so which of the fields below apply).
+    pub what: Exchanged,
     /// Steps exchanged.
     pub steps: u64,
     /// Bytes per step (the last step's). Data parallelism: the gradient bytes one replica
@@ -150,6 +163,30 @@ pub struct ExchangeStats {
     /// overlapped with backward or not (including the time the other participants took
     /// to join each call).
     pub all_reduce_seconds: f64,
+}
+
+impl std::fmt::Display for ExchangeStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per_step = |seconds: f64| seconds / self.steps.max(1) as f64;
+        let megabytes = self.bytes_per_step as f64 / 1e6;
+        match self.what {
+            Exchanged::Gradients => write!(
+                f,
+                "gradient exchange: {megabytes:.1} MB per step over {} steps; all-reduce {:.3} s per step, \
+                 {:.3} s of it after the backward pass",
+                self.steps,
+                per_step(self.all_reduce_seconds),
+                per_step(self.wait_seconds)
+            ),
+            Exchanged::Activations => write!(
+                f,
+                "activation exchange between the devices: {megabytes:.1} MB per step over {} steps; \
+                 {:.3} s per step of copies and joins that the devices waited for",
+                self.steps,
+                per_step(self.wait_seconds)
+            ),
+        }
+    }
 }
 
 impl GradientSync {
@@ -275,5 +312,34 @@ impl GradientSync {
     pub(crate) fn abort(&mut self, reason: &str) {
         self.in_flight.clear();
         let _ = self.comm.submit(Request::Abort { reason: reason.to_string() }).recv();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_divides_totals_by_steps_and_names_what_was_exchanged() {
+        let gradients = ExchangeStats {
+            what: Exchanged::Gradients,
+            steps: 4,
+            bytes_per_step: 2_000_000,
+            wait_seconds: 0.4,
+            all_reduce_seconds: 2.0,
+        };
+        assert_eq!(
+            gradients.to_string(),
+            "gradient exchange: 2.0 MB per step over 4 steps; all-reduce 0.500 s per step, 0.100 s of it after \
+             the backward pass"
+        );
+        // The split has no all-reduce: its line must not report one (it once printed a
+        // 0.000 s all-reduce with a larger part of it "after the backward pass").
+        let activations = ExchangeStats { what: Exchanged::Activations, all_reduce_seconds: 0.0, ..gradients };
+        assert_eq!(
+            activations.to_string(),
+            "activation exchange between the devices: 2.0 MB per step over 4 steps; 0.100 s per step of copies \
+             and joins that the devices waited for"
+        );
     }
 }
