@@ -5,6 +5,8 @@
 //! ALEX_CONV_BATCHES=1,32,128 cargo bench -p alexnet-conv --bench conv       # add 128 (slow)
 //! ALEX_CONV_THREADS=1 cargo bench -p alexnet-conv --bench conv              # thread count
 //! ALEX_CONV_SUMMARY=5 cargo bench -p alexnet-conv --bench conv -- --list    # summary table only
+//! ALEX_CONV_WINOGRAD=3 cargo bench -p alexnet-conv --bench conv -- --list   # Winograd vs direct
+//! ALEX_CONV_ALGO=direct cargo bench -p alexnet-conv --bench conv            # force direct
 //! ```
 //!
 //! `ALEX_CONV_SUMMARY=R` first prints a table: for every case, the best of `R` rounds, each
@@ -12,17 +14,36 @@
 //! on a machine shared with other work both see the same contention and the fraction stays
 //! meaningful.
 //!
+//! `ALEX_CONV_WINOGRAD=R` prints, for the 3x3 stride-1 layers (the paper's conv3-5, the `mini`
+//! preset's conv3-5), the best of `R` rounds of the forward pass, each gradient and a training
+//! step (forward + input gradient + weight gradient) with each algorithm at batch 1, 32 and
+//! 128 (`ALEX_CONV_WINOGRAD_BATCHES`), all counted in direct-convolution FLOPs, each next to
+//! the FMA peak measured alongside, and the machine's load average.
+//!
 //! Divan's throughput column counts floating-point operations as "items": `Gitem/s` is GFLOP/s
 //! (a multiply-add counts 2; backward = input gradient + weight gradient = 2x forward).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use alexnet_conv::{ConvWorkspace, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
+use alexnet_conv::{ConvAlgorithm, ConvWorkspace, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 use alexnet_core::{Conv2dGeom, Rounding, Shape4, rng};
 use divan::{Bencher, counter::ItemsCount};
 
-/// One AlexNet layer at one batch size; its name is what divan prints.
+/// The paper net's five convolutions (two groups on conv2/4/5), then the 3x3 layers of the
+/// `mini` preset that Winograd can take: (name, in, out, kernel, stride, padding, groups, map).
+const LAYERS: [(&str, usize, usize, usize, usize, usize, usize, usize); 8] = [
+    ("conv1", 3, 96, 11, 4, 0, 1, 227),
+    ("conv2", 96, 256, 5, 1, 2, 2, 27),
+    ("conv3", 256, 384, 3, 1, 1, 1, 13),
+    ("conv4", 384, 384, 3, 1, 1, 2, 13),
+    ("conv5", 384, 256, 3, 1, 1, 2, 13),
+    ("mini3", 64, 96, 3, 1, 1, 1, 6),
+    ("mini4", 96, 96, 3, 1, 1, 2, 6),
+    ("mini5", 96, 64, 3, 1, 1, 2, 6),
+];
+
+/// One layer of [`LAYERS`] at one batch size; its name is what divan prints.
 #[derive(Clone, Copy)]
 struct Case {
     layer: usize,
@@ -31,20 +52,14 @@ struct Case {
 
 impl std::fmt::Display for Case {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "conv{} b{}", self.layer + 1, self.batch)
+        write!(f, "{} b{}", LAYERS[self.layer].0, self.batch)
     }
 }
 
 impl Case {
-    /// The layer's geometry and input shape (the paper's net, two groups on conv2/4/5).
+    /// The layer's geometry and input shape.
     fn layer(&self) -> (Conv2dGeom, Shape4) {
-        let (c, o, k, s, p, g, hw) = [
-            (3, 96, 11, 4, 0, 1, 227),
-            (96, 256, 5, 1, 2, 2, 27),
-            (256, 384, 3, 1, 1, 1, 13),
-            (384, 384, 3, 1, 1, 2, 13),
-            (384, 256, 3, 1, 1, 2, 13),
-        ][self.layer];
+        let (_, c, o, k, s, p, g, hw) = LAYERS[self.layer];
         let geom = Conv2dGeom::square(c, o, k, s, p, g).unwrap().with_rounding(Rounding::Exact);
         (geom, Shape4::new(self.batch, c, hw, hw).unwrap())
     }
@@ -118,10 +133,104 @@ impl Layer {
 
     /// Input and weight gradients, with the forward output standing in for `dy`.
     fn backward(&mut self) {
-        let Self { geom, input, x, w, y, dx, dw, ws, .. } = self;
+        self.backward_input();
+        self.backward_weight();
+    }
+
+    fn backward_input(&mut self) {
+        let Self { geom, input, w, y, dx, ws, .. } = self;
         conv2d_backward_input(geom, *input, w, black_box(y), dx, ws).unwrap();
+    }
+
+    fn backward_weight(&mut self) {
+        let Self { geom, input, x, y, dw, ws, .. } = self;
         conv2d_backward_weight(geom, *input, x, black_box(y), dw, ws).unwrap();
     }
+
+    /// The same layer computed with `algorithm` (workspace sized by one untimed step).
+    fn using(mut self, algorithm: ConvAlgorithm) -> Self {
+        self.ws = ConvWorkspace::with_threads(threads()).with_algorithm(algorithm);
+        self.forward();
+        self.backward();
+        self
+    }
+}
+
+/// Seconds that `f` takes, then the FMA peak measured for as long (GFLOP/s), so that both see
+/// the same share of a contended machine.
+fn timed_with_peak(f: &mut dyn FnMut()) -> (f64, f64) {
+    let start = Instant::now();
+    f();
+    let took = start.elapsed();
+    (took.as_secs_f64(), fma_peak(threads(), took).map_or(f64::NAN, |p| p.0))
+}
+
+/// The load average (1, 5, 15 minutes) as `/proc/loadavg` gives it, for the record.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Winograd against direct on the 3x3 layers (the paper's conv3-5, mini's): inference at
+/// batch 32, a training step at batch 128, best of `rounds`, GFLOP/s in direct-convolution
+/// FLOPs with the fraction of peak.
+fn compare_winograd(rounds: usize) {
+    let t = threads();
+    println!("\nWinograd vs direct: best of {rounds} rounds, {t} threads, load average {}", load_average());
+    println!("GFLOP/s counted in direct-convolution FLOPs (fraction of the FMA peak measured alongside)");
+    println!(
+        "{:<12} {:<9} {:>16} {:>16} {:>16} {:>16} {:>9}",
+        "case", "algorithm", "forward", "input grad", "weight grad", "step", "peak"
+    );
+    for layer in 2..LAYERS.len() {
+        for batch in env_list("ALEX_CONV_WINOGRAD_BATCHES", "1,32,128") {
+            let case = Case { layer, batch };
+            let mut rates = Vec::new();
+            for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::Winograd] {
+                let mut l = Layer::new(case).using(algorithm);
+                let flops = l.forward_flops() as f64;
+                let mut best = [f64::INFINITY; 4];
+                let mut peak = 0.0f64;
+                for _ in 0..rounds {
+                    let parts: [fn(&mut Layer); 3] = [Layer::forward, Layer::backward_input, Layer::backward_weight];
+                    let mut step = 0.0;
+                    for (i, part) in parts.into_iter().enumerate() {
+                        let (secs, p) = timed_with_peak(&mut || part(&mut l));
+                        best[i] = best[i].min(secs);
+                        peak = peak.max(p);
+                        step += secs;
+                    }
+                    best[3] = best[3].min(step);
+                }
+                let cell = |flops: f64, secs: f64| {
+                    let gflops = flops / secs / 1e9;
+                    format!("{gflops:.1} ({:.0}%)", 100.0 * gflops / peak)
+                };
+                println!(
+                    "{:<12} {:<9} {:>16} {:>16} {:>16} {:>16} {peak:>9.1}",
+                    case.to_string(),
+                    format!("{algorithm:?}").to_lowercase(),
+                    cell(flops, best[0]),
+                    cell(flops, best[1]),
+                    cell(flops, best[2]),
+                    cell(3.0 * flops, best[3]),
+                );
+                rates.push(best);
+            }
+            let speedup = |i: usize| rates[0][i] / rates[1][i];
+            println!(
+                "{:<12} {:<9} {:>15.2}x {:>15.2}x {:>15.2}x {:>15.2}x",
+                "",
+                "speedup",
+                speedup(0),
+                speedup(1),
+                speedup(2),
+                speedup(3)
+            );
+        }
+    }
+    println!("load average after: {}\n", load_average());
 }
 
 #[divan::bench(args = cases(), sample_count = 5, sample_size = 1)]
@@ -142,14 +251,9 @@ fn summary(rounds: usize) {
     let t = threads();
     println!("\nsummary: best of {rounds} rounds, {t} threads, GFLOP/s (fraction of the FMA peak measured alongside)");
     println!("{:<12} {:>18} {:>18} {:>10}", "case", "forward", "backward", "peak");
-    // GFLOP/s of one run, then the FMA peak over as long a time, so that both see the same
-    // share of a contended machine.
     let gflops_and_peak = |flops: u64, f: &mut dyn FnMut()| {
-        let start = Instant::now();
-        f();
-        let took = start.elapsed();
-        let peak = fma_peak(t, took).map_or(f64::NAN, |p| p.0);
-        (flops as f64 / took.as_secs_f64() / 1e9, peak)
+        let (secs, peak) = timed_with_peak(f);
+        (flops as f64 / secs / 1e9, peak)
     };
     let mut totals: Vec<(usize, [f64; 4])> = Vec::new();
     for case in cases() {
@@ -262,6 +366,9 @@ fn main() {
     }
     if let Ok(rounds) = std::env::var("ALEX_CONV_SUMMARY") {
         summary(rounds.parse().expect("ALEX_CONV_SUMMARY: a number of rounds"));
+    }
+    if let Ok(rounds) = std::env::var("ALEX_CONV_WINOGRAD") {
+        compare_winograd(rounds.parse().expect("ALEX_CONV_WINOGRAD: a number of rounds"));
     }
     divan::main();
 }

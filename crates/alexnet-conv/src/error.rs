@@ -22,4 +22,10 @@ pub enum ConvError {
         /// Which size (e.g. `"a = m x k"`).
         what: &'static str,
     },
+    /// A convolution algorithm name that is none of `auto`, `direct`, `winograd`.
+    #[error("convolution algorithm `{value}` is unknown (ALEX_CONV_ALGO takes auto, direct or winograd)")]
+    UnknownAlgorithm {
+        /// The value given.
+        value: String,
+    },
 }

@@ -1,6 +1,7 @@
 //! # alexnet-conv
 //!
-//! 2-D convolution with groups on NCHW `f32` slices, forward and backward, by im2col + GEMM.
+//! 2-D convolution with groups on NCHW `f32` slices, forward and backward, by im2col + GEMM,
+//! and by Winograd F(4x4, 3x3) for 3x3 stride-1 layers.
 //! It depends on nothing else of alexnet-rs but `alexnet-core` (geometry and errors), and is the
 //! CPU reference that other backends are checked against.
 //!
@@ -8,8 +9,19 @@
 //! - [`conv2d_backward_input`], [`conv2d_backward_weight`], [`channel_bias_grad`]: the
 //!   three gradients, each written into a caller-provided buffer (the bias gradient under the
 //!   name and layout of `alexnet_core::Backend::channel_bias_grad`);
-//! - [`ConvWorkspace`]: scratch (im2col columns) reused across calls, and the thread count;
+//! - [`ConvWorkspace`]: scratch (im2col columns, Winograd tiles) reused across calls, the
+//!   thread count and the [`ConvAlgorithm`];
 //! - [`gemm::sgemm`]: the row-major GEMM underneath, public for dense layers.
+//!
+//! **Winograd.** The forward pass and the input gradient of a 3x3 convolution at stride 1
+//! (any padding, groups) run as Winograd F(4x4, 3x3) when the workspace's algorithm is
+//! [`ConvAlgorithm::Auto`] (the default) and the layer has at least
+//! [`WINOGRAD_MIN_CHANNELS`] input and output channels per group (AlexNet's conv3-5), or
+//! always with [`ConvAlgorithm::Winograd`]. The weight gradient is always im2col + GEMM.
+//! Force direct with `ConvWorkspace::with_algorithm(ConvAlgorithm::Direct)` or, for every
+//! workspace not given an algorithm (the `alexnet` CPU backend's), the environment variable
+//! `ALEX_CONV_ALGO=direct` ([`ALGORITHM_ENV`]; `auto`, `direct`, `winograd`). Results agree
+//! with direct convolution to about 1e-5 relative (a different order of rounding).
 //!
 //! ```
 //! use alexnet_conv::{Conv2dGeom, ConvWorkspace, Shape4, conv2d_backward_input, conv2d_forward};
@@ -35,14 +47,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod algorithm;
 mod conv2d;
 mod error;
 pub mod gemm;
+mod winograd;
 mod workspace;
 
+pub use algorithm::{ALGORITHM_ENV, ConvAlgorithm};
 pub use alexnet_core::{ChannelLayout, Conv2dGeom, Rounding, Shape4};
 pub use conv2d::{channel_bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 pub use error::ConvError;
+pub use winograd::WINOGRAD_MIN_CHANNELS;
 pub use workspace::ConvWorkspace;
 
 /// The README's code blocks, compiled and run as doc-tests.

@@ -8,16 +8,17 @@ use super::im2col::{col2im, im2col};
 use super::{Plan, for_each_image};
 use crate::gemm::{Strides, Transpose, sgemm_strided};
 use crate::workspace::sized;
-use crate::{ConvError, ConvWorkspace};
+use crate::{ConvError, ConvWorkspace, winograd};
 
 /// Gradient of the loss with respect to the input, written into `dx` (overwritten).
 ///
 /// `w` is the forward weight, `dy` the gradient with respect to the output (shape
-/// `geom.output_shape(input)`), `dx` has shape `input`.
+/// `geom.output_shape(input)`), `dx` has shape `input`. GEMM + col2im, or Winograd for 3x3
+/// stride-1 layers, as for [`conv2d_forward`](crate::conv2d_forward).
 ///
 /// # Errors
-/// As [`conv2d_forward`](crate::conv2d_forward): invalid geometry or a buffer of the wrong
-/// length, naming the buffer.
+/// As [`conv2d_forward`](crate::conv2d_forward): invalid geometry, a buffer of the wrong
+/// length naming the buffer, or a bad `ALEX_CONV_ALGO`.
 pub fn conv2d_backward_input(
     geom: &Conv2dGeom,
     input: Shape4,
@@ -31,6 +32,10 @@ pub fn conv2d_backward_input(
     check_len(OP, "w", geom.weight_len(), w.len())?;
     check_len(OP, "dy", plan.batch * plan.output_image_len(), dy.len())?;
     check_len(OP, "dx", input.numel(), dx.len())?;
+    if winograd::applies(geom, ws.algorithm()?) {
+        winograd::backward_input(geom, input, w, dy, dx, ws);
+        return Ok(());
+    }
 
     let threads = ws.split_threads();
     let scratch = ws.workers(threads);

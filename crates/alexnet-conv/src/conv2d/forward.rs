@@ -6,9 +6,12 @@ use super::im2col::im2col;
 use super::{Plan, for_each_image};
 use crate::gemm::{Strides, Transpose, sgemm_strided};
 use crate::workspace::sized;
-use crate::{ConvError, ConvWorkspace};
+use crate::{ConvError, ConvWorkspace, winograd};
 
 /// Forward 2-D convolution with groups on NCHW `f32`, written into `y` (overwritten).
+///
+/// im2col + GEMM, or Winograd for 3x3 stride-1 layers as the workspace's
+/// [`ConvAlgorithm`](crate::ConvAlgorithm) decides.
 ///
 /// `x` has shape `input`, `w` is `[out_channels, in_channels / groups, kernel_h, kernel_w]`,
 /// `bias` (if any) has `out_channels` elements, and `y` has shape `geom.output_shape(input)`.
@@ -29,7 +32,8 @@ use crate::{ConvError, ConvWorkspace};
 ///
 /// # Errors
 /// Invalid geometry for `input` (see [`Conv2dGeom::output_shape`]) or a buffer of the wrong
-/// length ([`alexnet_core::Error::BufferSize`] naming the buffer), wrapped in [`ConvError::Core`].
+/// length ([`alexnet_core::Error::BufferSize`] naming the buffer), wrapped in [`ConvError::Core`];
+/// [`ConvError::UnknownAlgorithm`] if the workspace reads a bad `ALEX_CONV_ALGO`.
 pub fn conv2d_forward(
     geom: &Conv2dGeom,
     input: Shape4,
@@ -47,6 +51,10 @@ pub fn conv2d_forward(
         check_len(OP, "bias", geom.out_channels, bias.len())?;
     }
     check_len(OP, "y", plan.batch * plan.output_image_len(), y.len())?;
+    if winograd::applies(geom, ws.algorithm()?) {
+        winograd::forward(geom, input, x, w, bias, y, ws);
+        return Ok(());
+    }
 
     let threads = ws.split_threads();
     let scratch = ws.workers(threads);

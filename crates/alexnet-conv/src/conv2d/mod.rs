@@ -13,7 +13,7 @@ mod backward;
 mod forward;
 mod im2col;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use backward::{channel_bias_grad, conv2d_backward_input, conv2d_backward_weight};
 pub use forward::conv2d_forward;
@@ -111,28 +111,43 @@ fn for_each_image(
     out_per_image: usize,
     per_image: impl Fn(usize, &mut [f32], &mut Scratch, usize) + Sync,
 ) {
+    for_each_run(plan.batch, threads, scratch, out, out_per_image, |first, run, scratch, gemm_threads| {
+        for (i, out_image) in run.chunks_exact_mut(out_per_image).enumerate() {
+            per_image(first + i, out_image, scratch, gemm_threads);
+        }
+    });
+}
+
+/// Splits a batch of `batch` images as described in the module docs and runs
+/// `per_run(first_image, out_run, scratch, gemm_threads)` on each run of consecutive images:
+/// one run of `batch / threads` images per thread (`gemm_threads` 1), then the `batch %
+/// threads` images left as one run with `gemm_threads == threads`. `out` holds
+/// `out_per_image` elements per image; `out_run` is the part of it for the run's images.
+pub(crate) fn for_each_run(
+    batch: usize,
+    threads: usize,
+    scratch: &mut [Scratch],
+    out: &mut [f32],
+    out_per_image: usize,
+    per_run: impl Fn(usize, &mut [f32], &mut Scratch, usize) + Sync,
+) {
     assert_eq!(scratch.len(), threads);
-    assert_eq!(out.len(), plan.batch * out_per_image);
-    let per_thread = plan.batch / threads;
+    assert_eq!(out.len(), batch * out_per_image);
+    let per_thread = batch / threads;
     let split = per_thread * threads;
     let (whole, rest) = out.split_at_mut(split * out_per_image);
     if per_thread > 0 {
-        let run = |t: usize, chunk: &mut [f32], scratch: &mut Scratch| {
-            for (i, out_image) in chunk.chunks_exact_mut(out_per_image).enumerate() {
-                per_image(t * per_thread + i, out_image, scratch, 1);
-            }
-        };
         if threads == 1 {
-            run(0, whole, &mut scratch[0]);
+            per_run(0, whole, &mut scratch[0], 1);
         } else {
             whole
                 .par_chunks_exact_mut(per_thread * out_per_image)
                 .zip(scratch.par_iter_mut())
                 .enumerate()
-                .for_each(|(t, (chunk, scratch))| run(t, chunk, scratch));
+                .for_each(|(t, (run, scratch))| per_run(t * per_thread, run, scratch, 1));
         }
     }
-    for (i, out_image) in rest.chunks_exact_mut(out_per_image).enumerate() {
-        per_image(split + i, out_image, &mut scratch[0], threads);
+    if !rest.is_empty() {
+        per_run(split, rest, &mut scratch[0], threads);
     }
 }

@@ -4,16 +4,19 @@
 use alexnet_core::{Axis, Conv2dGeom, Error, Rounding, Shape4, rng};
 
 use crate::{
-    ChannelLayout, ConvError, ConvWorkspace, channel_bias_grad, conv2d_backward_input, conv2d_backward_weight,
-    conv2d_forward,
+    ChannelLayout, ConvAlgorithm, ConvError, ConvWorkspace, channel_bias_grad, conv2d_backward_input,
+    conv2d_backward_weight, conv2d_forward,
 };
 
+/// Both algorithms: `Winograd` takes every 3x3 stride-1 case, `Direct` all of them.
+const ALGORITHMS: [ConvAlgorithm; 2] = [ConvAlgorithm::Direct, ConvAlgorithm::Winograd];
+
 /// `len` uniform values in `[-1, 1)` from stream `seed`.
-fn random(seed: u64, len: usize) -> Vec<f32> {
+pub(crate) fn random(seed: u64, len: usize) -> Vec<f32> {
     (0..len as u64).map(|i| 2.0 * rng::uniform(seed, i) - 1.0).collect()
 }
 
-fn widen(v: &[f32]) -> Vec<f64> {
+pub(crate) fn widen(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
 }
 
@@ -48,7 +51,7 @@ fn for_each_tap(geom: &Conv2dGeom, input: Shape4, mut tap: impl FnMut(usize, usi
 }
 
 /// Direct convolution with `f64` accumulation.
-fn reference_forward(geom: &Conv2dGeom, input: Shape4, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+pub(crate) fn reference_forward(geom: &Conv2dGeom, input: Shape4, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
     let out = geom.output_shape(input).unwrap();
     let mut y = vec![0.0; out.numel()];
     if let Some(bias) = bias {
@@ -61,7 +64,7 @@ fn reference_forward(geom: &Conv2dGeom, input: Shape4, x: &[f64], w: &[f64], bia
 }
 
 /// Direct input and weight gradients (the adjoint loops of the same definition).
-fn reference_backward(geom: &Conv2dGeom, input: Shape4, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn reference_backward(geom: &Conv2dGeom, input: Shape4, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let mut dx = vec![0.0; input.numel()];
     let mut dw = vec![0.0; geom.weight_len()];
     for_each_tap(geom, input, |yi, xi, wi| {
@@ -73,7 +76,7 @@ fn reference_backward(geom: &Conv2dGeom, input: Shape4, x: &[f64], w: &[f64], dy
 
 /// Asserts `|got - want| <= tol` element-wise, naming the first offender.
 #[track_caller]
-fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+pub(crate) fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let (worst, i) = got
         .iter()
@@ -89,7 +92,7 @@ fn tol(terms: usize) -> f64 {
     2e-6 * terms as f64 + 1e-6
 }
 
-fn geom(
+pub(crate) fn geom(
     c: usize,
     o: usize,
     k: (usize, usize),
@@ -113,19 +116,25 @@ fn geom(
     g
 }
 
-fn shape(n: usize, c: usize, h: usize, w: usize) -> Shape4 {
+pub(crate) fn shape(n: usize, c: usize, h: usize, w: usize) -> Shape4 {
     Shape4::new(n, c, h, w).unwrap()
 }
 
 /// Runs all four of our functions on one case and compares them with the direct loops.
-fn check_against_reference(geom: &Conv2dGeom, input: Shape4, threads: usize, seed: u64) {
+pub(crate) fn check_against_reference(
+    geom: &Conv2dGeom,
+    input: Shape4,
+    threads: usize,
+    algorithm: ConvAlgorithm,
+    seed: u64,
+) {
     let out = geom.output_shape(input).unwrap();
     let x = random(seed, input.numel());
     let w = random(seed + 1, geom.weight_len());
     let b = random(seed + 2, geom.out_channels);
     let dy = random(seed + 3, out.numel());
-    let mut ws = ConvWorkspace::with_threads(threads);
-    let case = format!("{geom:?} on {input}, {threads} threads");
+    let mut ws = ConvWorkspace::with_threads(threads).with_algorithm(algorithm);
+    let case = format!("{geom:?} on {input}, {threads} threads, {algorithm:?}");
 
     // Outputs start as NaN: every function must overwrite, never read, its output.
     let mut y = vec![f32::NAN; out.numel()];
@@ -165,7 +174,9 @@ fn small_shapes_match_direct_loops() {
         (geom(4, 4, (3, 3), (2, 2), (1, 1), 1).with_rounding(Rounding::Ceil), shape(1, 4, 6, 6)),
     ];
     for (seed, (g, input)) in cases.iter().enumerate() {
-        check_against_reference(g, *input, 2, 10 * seed as u64);
+        for algorithm in ALGORITHMS {
+            check_against_reference(g, *input, 2, algorithm, 10 * seed as u64);
+        }
     }
 }
 
@@ -181,12 +192,14 @@ fn randomised_shapes_match_direct_loops() {
         let w = pick(8, kw.saturating_sub(2 * pw).max(1), 14);
         let g = geom(groups * pick(9, 1, 3), groups * pick(10, 1, 3), (kh, kw), (sh, sw), (ph, pw), groups);
         let input = shape(pick(11, 1, 5), g.in_channels, h, w);
-        check_against_reference(&g, input, pick(12, 1, 3), 77 * case);
+        for algorithm in ALGORITHMS {
+            check_against_reference(&g, input, pick(12, 1, 3), algorithm, 77 * case);
+        }
     }
 }
 
 /// AlexNet's five convolutions (spec section 1), exact rounding.
-fn alexnet_layers() -> [(Conv2dGeom, Shape4); 5] {
+pub(crate) fn alexnet_layers() -> [(Conv2dGeom, Shape4); 5] {
     let exact = |g: alexnet_core::Result<Conv2dGeom>| g.unwrap().with_rounding(Rounding::Exact);
     [
         (exact(Conv2dGeom::square(3, 96, 11, 4, 0, 1)), shape(1, 3, 227, 227)),
@@ -215,7 +228,13 @@ fn sample(seed: u64, len: usize, count: usize) -> impl Iterator<Item = usize> {
 
 /// AlexNet's layers are too large for the full direct loops in a quick test: compare a
 /// sample of elements of y, dx and dw, each computed straight from its own formula.
-fn check_sampled_against_direct_formulas(geom: &Conv2dGeom, input: Shape4, threads: usize, seed: u64) {
+fn check_sampled_against_direct_formulas(
+    geom: &Conv2dGeom,
+    input: Shape4,
+    threads: usize,
+    algorithm: ConvAlgorithm,
+    seed: u64,
+) {
     let out = geom.output_shape(input).unwrap();
     let (cg, og, kh, kw) = (geom.in_per_group(), geom.out_per_group(), geom.kernel_h, geom.kernel_w);
     let x = random(seed, input.numel());
@@ -223,8 +242,8 @@ fn check_sampled_against_direct_formulas(geom: &Conv2dGeom, input: Shape4, threa
     let b = random(seed + 2, geom.out_channels);
     let dy = random(seed + 3, out.numel());
     let w_at = |o: usize, c: usize, ki: usize, kj: usize| f64::from(w[((o * cg + c) * kh + ki) * kw + kj]);
-    let mut ws = ConvWorkspace::with_threads(threads);
-    let case = format!("{geom:?} on {input}, {threads} threads");
+    let mut ws = ConvWorkspace::with_threads(threads).with_algorithm(algorithm);
+    let case = format!("{geom:?} on {input}, {threads} threads, {algorithm:?}");
 
     let mut y = vec![f32::NAN; out.numel()];
     conv2d_forward(geom, input, &x, &w, Some(&b), &mut y, &mut ws).unwrap();
@@ -294,7 +313,9 @@ fn alexnet_layers_match_direct_formulas() {
     for (i, (g, input)) in alexnet_layers().into_iter().enumerate() {
         for (batch, threads) in [(1, 2), (2, 2), (2, 3)] {
             let input = Shape4 { n: batch, ..input };
-            check_sampled_against_direct_formulas(&g, input, threads, 500 + 10 * i as u64 + batch as u64);
+            for algorithm in ALGORITHMS {
+                check_sampled_against_direct_formulas(&g, input, threads, algorithm, 500 + 10 * i as u64 + batch as u64);
+            }
         }
     }
 }
@@ -303,7 +324,8 @@ fn alexnet_layers_match_direct_formulas() {
 fn spot_check_formulas_agree_on_a_small_case() {
     // Our functions match the full loops on small shapes (above), so agreement here on a
     // shape with stride, padding and groups checks the spot-check formulas themselves.
-    check_sampled_against_direct_formulas(&geom(4, 6, (3, 3), (2, 2), (1, 1), 2), shape(2, 4, 7, 8), 2, 3);
+    let g = geom(4, 6, (3, 3), (2, 2), (1, 1), 2);
+    check_sampled_against_direct_formulas(&g, shape(2, 4, 7, 8), 2, ConvAlgorithm::Direct, 3);
 }
 
 /// `L = sum(r * y_ref)` in f64 with the direct forward, for central differences.
@@ -344,8 +366,12 @@ fn gradients_match_central_differences() {
         (geom(4, 6, (3, 2), (2, 1), (1, 1), 2), shape(2, 4, 6, 5)),
         (geom(4, 4, (1, 1), (1, 1), (0, 0), 2), shape(1, 4, 3, 3)),
         (geom(3, 2, (2, 3), (3, 2), (0, 1), 1), shape(1, 3, 7, 6)),
+        // 3x3 stride 1 (Winograd's), padding 0 to 3 (3: its input gradient crops), groups.
+        (geom(2, 4, (3, 3), (1, 1), (0, 0), 2), shape(2, 2, 7, 6)),
+        (geom(3, 2, (3, 3), (1, 1), (2, 2), 1), shape(1, 3, 5, 9)),
+        (geom(2, 2, (3, 3), (1, 1), (3, 3), 1), shape(1, 2, 3, 4)),
     ];
-    for (seed, (g, input)) in cases.into_iter().enumerate() {
+    for ((seed, (g, input)), algorithm) in cases.into_iter().enumerate().flat_map(|c| ALGORITHMS.map(|a| (c, a))) {
         let seed = 900 + 10 * seed as u64;
         let out = g.output_shape(input).unwrap();
         let (x, w, b) =
@@ -353,11 +379,11 @@ fn gradients_match_central_differences() {
         let r = random(seed + 3, out.numel());
         let loss = Loss { geom: g, input, r: widen(&r) };
         let (x64, w64, b64) = (widen(&x), widen(&w), widen(&b));
-        let mut ws = ConvWorkspace::with_threads(2);
+        let mut ws = ConvWorkspace::with_threads(2).with_algorithm(algorithm);
 
         let mut dx = vec![0.0; input.numel()];
         conv2d_backward_input(&g, input, &w, &r, &mut dx, &mut ws).unwrap();
-        assert_close(&format!("dx {g:?}"), &dx, &loss.numeric_grad(&x64, &w64, &b64, 0), 1e-4);
+        assert_close(&format!("dx {g:?} {algorithm:?}"), &dx, &loss.numeric_grad(&x64, &w64, &b64, 0), 1e-4);
         let mut dw = vec![0.0; g.weight_len()];
         conv2d_backward_weight(&g, input, &x, &r, &mut dw, &mut ws).unwrap();
         assert_close(&format!("dw {g:?}"), &dw, &loss.numeric_grad(&x64, &w64, &b64, 1), 1e-4);
@@ -374,8 +400,8 @@ fn thread_counts_agree() {
     let input = shape(5, 4, 9, 8);
     let out = g.output_shape(input).unwrap();
     let (x, w, dy) = (random(1, input.numel()), random(2, g.weight_len()), random(3, out.numel()));
-    let run = |threads| {
-        let mut ws = ConvWorkspace::with_threads(threads);
+    let run = |threads, algorithm| {
+        let mut ws = ConvWorkspace::with_threads(threads).with_algorithm(algorithm);
         let mut y = vec![0.0; out.numel()];
         conv2d_forward(&g, input, &x, &w, None, &mut y, &mut ws).unwrap();
         let mut dx = vec![0.0; input.numel()];
@@ -384,10 +410,12 @@ fn thread_counts_agree() {
         conv2d_backward_weight(&g, input, &x, &dy, &mut dw, &mut ws).unwrap();
         [y, dx, dw]
     };
-    let one = run(1);
-    for threads in 2..=4 {
-        for (a, b) in one.iter().zip(run(threads)) {
-            assert_close(&format!("{threads} threads"), &b, &widen(a), 1e-4);
+    for algorithm in ALGORITHMS {
+        let one = run(1, algorithm);
+        for threads in 2..=4 {
+            for (a, b) in one.iter().zip(run(threads, algorithm)) {
+                assert_close(&format!("{threads} threads {algorithm:?}"), &b, &widen(a), 1e-4);
+            }
         }
     }
 }
@@ -397,7 +425,7 @@ fn workspace_is_reused_not_regrown() {
     let big = geom(8, 8, (5, 5), (1, 1), (2, 2), 1);
     let small = geom(2, 2, (3, 3), (1, 1), (1, 1), 1);
     let (big_in, small_in) = (shape(4, 8, 16, 16), shape(4, 2, 6, 6));
-    let mut ws = ConvWorkspace::with_threads(2);
+    let mut ws = ConvWorkspace::with_threads(2).with_algorithm(ConvAlgorithm::Direct);
     let run = |g: &Conv2dGeom, input: Shape4, ws: &mut ConvWorkspace| {
         let out = g.output_shape(input).unwrap();
         let x = random(5, input.numel());

@@ -1,0 +1,34 @@
+//! Winograd input gradient: `dx` is the stride-1 convolution of `dy` with every kernel
+//! flipped in both axes and input and output channels swapped, padded by `2 - pad` (a
+//! negative padding crops).
+
+use alexnet_core::{Conv2dGeom, Shape4};
+
+use super::{Problem, run};
+use crate::ConvWorkspace;
+
+/// `dx` (overwritten) from `dy` for a 3x3, stride-1 `geom` whose buffers the caller checked.
+pub(crate) fn backward_input(
+    geom: &Conv2dGeom,
+    input: Shape4,
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    ws: &mut ConvWorkspace,
+) {
+    let out = geom.output_shape(input).expect("geometry validated by the caller");
+    let problem = Problem {
+        batch: input.n,
+        in_channels: geom.out_channels,
+        out_channels: geom.in_channels,
+        groups: geom.groups,
+        in_h: out.h,
+        in_w: out.w,
+        out_h: input.h,
+        out_w: input.w,
+        pad_h: 2 - geom.pad_h as isize,
+        pad_w: 2 - geom.pad_w as isize,
+        input_gradient: true,
+    };
+    run(&problem, geom, w, dy, None, dx, ws);
+}
