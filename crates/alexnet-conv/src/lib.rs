@@ -1,7 +1,7 @@
 //! # alexnet-conv
 //!
 //! 2-D convolution with groups on NCHW `f32` slices, forward and backward, by im2col + GEMM,
-//! and by Winograd F(4x4, 3x3) for 3x3 stride-1 layers.
+//! and by Winograd F(2x2, 3x3) for 3x3 stride-1 layers.
 //! It depends on nothing else of alexnet-rs but `alexnet-core` (geometry and errors), and is the
 //! CPU reference that other backends are checked against.
 //!
@@ -14,14 +14,14 @@
 //! - [`gemm::sgemm`]: the row-major GEMM underneath, public for dense layers.
 //!
 //! **Winograd.** The forward pass and the input gradient of a 3x3 convolution at stride 1
-//! (any padding, groups) run as Winograd F(4x4, 3x3) when the workspace's algorithm is
+//! (any padding, groups) run as Winograd F(2x2, 3x3) when the workspace's algorithm is
 //! [`ConvAlgorithm::Auto`] (the default) and the layer has at least
-//! [`WINOGRAD_MIN_CHANNELS`] input and output channels per group (AlexNet's conv3-5), or
+//! [`WINOGRAD_MIN_CHANNELS`] (128) input and output channels per group (AlexNet's conv3-5), or
 //! always with [`ConvAlgorithm::Winograd`]. The weight gradient is always im2col + GEMM.
 //! Force direct with `ConvWorkspace::with_algorithm(ConvAlgorithm::Direct)` or, for every
 //! workspace not given an algorithm (the `alexnet` CPU backend's), the environment variable
 //! `ALEX_CONV_ALGO=direct` ([`ALGORITHM_ENV`]; `auto`, `direct`, `winograd`). Results agree
-//! with direct convolution to about 1e-5 relative (a different order of rounding).
+//! with direct convolution within 1e-4 relative on AlexNet's layers (rounding differs).
 //!
 //! ```
 //! use alexnet_conv::{Conv2dGeom, ConvWorkspace, Shape4, conv2d_backward_input, conv2d_forward};

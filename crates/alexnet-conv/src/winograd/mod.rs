@@ -26,18 +26,23 @@ use crate::gemm::{Strides, Transpose, sgemm_strided};
 use crate::workspace::{Scratch, sized};
 
 /// Fewest input and output channels per group for which [`ConvAlgorithm::Auto`] picks
-/// Winograd: below it the tile transforms cost more than the multiplies they save (measured
-/// with the crate's `conv` bench).
-pub const WINOGRAD_MIN_CHANNELS: usize = 32;
+/// Winograd. The crate's `conv` bench (`ALEX_CONV_WINOGRAD`) measured AlexNet's conv3-5
+/// (128-384 channels per group) faster by Winograd, and the `mini` preset's 3x3 layers
+/// (48-96 per group, 6x6 maps) no faster, some slower: there the tile transforms cost about as
+/// much as the multiplies they save.
+pub const WINOGRAD_MIN_CHANNELS: usize = 128;
 
-/// The variant used: F(4x4, 3x3).
-type Chosen = transform::F4;
-const M: usize = 4;
+/// The variant used: F(2x2, 3x3). F(4x4, 3x3) (4x fewer multiplies instead of 2.25x, but 36
+/// GEMMs of fewer tiles instead of 16 and costlier transforms) measured no faster on
+/// AlexNet's conv3-5, and rounds worse.
+type Chosen = transform::F2;
+const M: usize = 2;
 const A: usize = M + 2;
 
 /// Tiles (over the images of a block) transformed and multiplied together: enough columns
-/// for efficient GEMMs, few enough that a block's tiles stay in cache.
-const BLOCK_TILES: usize = 128;
+/// for efficient GEMMs, few enough that a block's tiles stay in cache (256-512 measured
+/// best on AlexNet's conv3-5; 32 and 1024 slower).
+const BLOCK_TILES: usize = 256;
 
 /// Whether `algorithm` computes `geom` by Winograd.
 pub(crate) fn applies(geom: &Conv2dGeom, algorithm: ConvAlgorithm) -> bool {
@@ -108,8 +113,7 @@ impl Problem {
 
     /// Images per block: about [`BLOCK_TILES`] tiles, at least one image.
     fn block_images(&self) -> usize {
-        let block_tiles = std::env::var("ALEX_WINO_BLOCK").ok().and_then(|v| v.parse().ok()).unwrap_or(BLOCK_TILES);
-        (block_tiles / self.tiles_per_image()).max(1)
+        (BLOCK_TILES / self.tiles_per_image()).max(1)
     }
 }
 

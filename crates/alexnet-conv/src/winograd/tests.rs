@@ -76,7 +76,8 @@ fn auto_picks_winograd_for_wide_3x3_stride_1_layers_only() {
     }
     // Too few channels per group on either side: direct unless forced.
     let narrow = WINOGRAD_MIN_CHANNELS - 1;
-    for g in [geom(narrow, 64, (3, 3), (1, 1), (1, 1), 1), geom(128, 2 * narrow, (3, 3), (1, 1), (1, 1), 2)] {
+    let wide = WINOGRAD_MIN_CHANNELS;
+    for g in [geom(narrow, wide, (3, 3), (1, 1), (1, 1), 1), geom(2 * wide, 2 * narrow, (3, 3), (1, 1), (1, 1), 2)] {
         assert!(!applies(&g, ConvAlgorithm::Auto) && applies(&g, ConvAlgorithm::Winograd), "{g:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! The Winograd transforms F(m x m, 3 x 3) (Lavin & Gray, "Fast Algorithms for Convolutional
 //! Neural Networks", 2016): a tile of `a = m + 2` inputs becomes `B^T d B`, a 3x3 kernel
 //! `G g G^T`, and their element-wise product `M` gives the `m x m` outputs `A^T M A`.
+//! Written for any `m` through [`Variant`]; the crate uses F(2x2, 3x3).
 //!
 //! Each 2-D transform is the 1-D one applied to the columns and then to the rows. Inputs and
 //! outputs go [`LANES`] tiles at a time, one tile per lane, so that the arithmetic vectorises.
@@ -69,42 +70,6 @@ impl Variant<2, 4> for F2 {
     #[inline(always)]
     fn output([m0, m1, m2, m3]: [Lanes; 4]) -> [Lanes; 2] {
         [m0 + m1 + m2, m1 - m2 - m3]
-    }
-}
-
-/// F(4x4, 3x3): 6x6 input tiles, 4x fewer multiplies than direct convolution (interpolation
-/// points 0, +-1, +-2 and infinity).
-pub(crate) struct F4;
-
-impl Variant<4, 6> for F4 {
-    #[inline(always)]
-    fn input([d0, d1, d2, d3, d4, d5]: [Lanes; 6]) -> [Lanes; 6] {
-        let (d1x4, d2x4, d1x2, d3x2) = (d1 * 4.0, d2 * 4.0, d1 * 2.0, d3 * 2.0);
-        [
-            d0 * 4.0 - d2 * 5.0 + d4,
-            d3 + d4 - d1x4 - d2x4,
-            d1x4 - d2x4 - d3 + d4,
-            d3x2 - d1x2 - d2 + d4,
-            d1x2 - d2 - d3x2 + d4,
-            d1x4 - d3 * 5.0 + d5,
-        ]
-    }
-
-    fn kernel([g0, g1, g2]: [f64; 3]) -> [f64; 6] {
-        [
-            g0 / 4.0,
-            -(g0 + g1 + g2) / 6.0,
-            -(g0 - g1 + g2) / 6.0,
-            g0 / 24.0 + g1 / 12.0 + g2 / 6.0,
-            g0 / 24.0 - g1 / 12.0 + g2 / 6.0,
-            g2,
-        ]
-    }
-
-    #[inline(always)]
-    fn output([m0, m1, m2, m3, m4, m5]: [Lanes; 6]) -> [Lanes; 4] {
-        let (p12, m12, p34, m34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
-        [m0 + p12 + p34, m12 + m34 * 2.0, p12 + p34 * 4.0, m12 + m34 * 8.0 + m5]
     }
 }
 
