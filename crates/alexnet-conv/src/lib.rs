@@ -16,8 +16,9 @@
 //! **Winograd.** The forward pass and the input gradient of a 3x3 convolution at stride 1
 //! (any padding, groups) run as Winograd F(2x2, 3x3) when the workspace's algorithm is
 //! [`ConvAlgorithm::Auto`] (the default) and the layer has at least
-//! [`WINOGRAD_MIN_CHANNELS`] (128) input and output channels per group (AlexNet's conv3-5), or
-//! always with [`ConvAlgorithm::Winograd`]. The weight gradient is always im2col + GEMM.
+//! [`WINOGRAD_MIN_CHANNELS`] (128) input and output channels per group (AlexNet's conv3-5) and
+//! a batch of at least 256 output tiles of 2x2 per thread (6 images of 13x13 per thread; not
+//! batch 1), or always with [`ConvAlgorithm::Winograd`]. The weight gradient is always im2col + GEMM.
 //! Force direct with `ConvWorkspace::with_algorithm(ConvAlgorithm::Direct)` or, for every
 //! workspace not given an algorithm (the `alexnet` CPU backend's), the environment variable
 //! `ALEX_CONV_ALGO=direct` ([`ALGORITHM_ENV`]; `auto`, `direct`, `winograd`). Results agree
@@ -54,8 +55,8 @@ pub mod gemm;
 mod winograd;
 mod workspace;
 
-pub use algorithm::{ALGORITHM_ENV, ConvAlgorithm};
 pub use alexnet_core::{ChannelLayout, Conv2dGeom, Rounding, Shape4};
+pub use algorithm::{ALGORITHM_ENV, ConvAlgorithm};
 pub use conv2d::{channel_bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 pub use error::ConvError;
 pub use winograd::WINOGRAD_MIN_CHANNELS;

@@ -32,7 +32,7 @@ pub fn conv2d_backward_input(
     check_len(OP, "w", geom.weight_len(), w.len())?;
     check_len(OP, "dy", plan.batch * plan.output_image_len(), dy.len())?;
     check_len(OP, "dx", input.numel(), dx.len())?;
-    if winograd::applies(geom, ws.algorithm()?) {
+    if winograd::applies(geom, input, ws.split_threads(), ws.algorithm()?) {
         winograd::backward_input(geom, input, w, dy, dx, ws);
         return Ok(());
     }

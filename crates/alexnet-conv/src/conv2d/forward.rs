@@ -51,7 +51,7 @@ pub fn conv2d_forward(
         check_len(OP, "bias", geom.out_channels, bias.len())?;
     }
     check_len(OP, "y", plan.batch * plan.output_image_len(), y.len())?;
-    if winograd::applies(geom, ws.algorithm()?) {
+    if winograd::applies(geom, input, ws.split_threads(), ws.algorithm()?) {
         winograd::forward(geom, input, x, w, bias, y, ws);
         return Ok(());
     }

@@ -51,7 +51,13 @@ fn for_each_tap(geom: &Conv2dGeom, input: Shape4, mut tap: impl FnMut(usize, usi
 }
 
 /// Direct convolution with `f64` accumulation.
-pub(crate) fn reference_forward(geom: &Conv2dGeom, input: Shape4, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+pub(crate) fn reference_forward(
+    geom: &Conv2dGeom,
+    input: Shape4,
+    x: &[f64],
+    w: &[f64],
+    bias: Option<&[f64]>,
+) -> Vec<f64> {
     let out = geom.output_shape(input).unwrap();
     let mut y = vec![0.0; out.numel()];
     if let Some(bias) = bias {
@@ -64,7 +70,13 @@ pub(crate) fn reference_forward(geom: &Conv2dGeom, input: Shape4, x: &[f64], w: 
 }
 
 /// Direct input and weight gradients (the adjoint loops of the same definition).
-pub(crate) fn reference_backward(geom: &Conv2dGeom, input: Shape4, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn reference_backward(
+    geom: &Conv2dGeom,
+    input: Shape4,
+    x: &[f64],
+    w: &[f64],
+    dy: &[f64],
+) -> (Vec<f64>, Vec<f64>) {
     let mut dx = vec![0.0; input.numel()];
     let mut dw = vec![0.0; geom.weight_len()];
     for_each_tap(geom, input, |yi, xi, wi| {
@@ -314,7 +326,13 @@ fn alexnet_layers_match_direct_formulas() {
         for (batch, threads) in [(1, 2), (2, 2), (2, 3)] {
             let input = Shape4 { n: batch, ..input };
             for algorithm in ALGORITHMS {
-                check_sampled_against_direct_formulas(&g, input, threads, algorithm, 500 + 10 * i as u64 + batch as u64);
+                check_sampled_against_direct_formulas(
+                    &g,
+                    input,
+                    threads,
+                    algorithm,
+                    500 + 10 * i as u64 + batch as u64,
+                );
             }
         }
     }

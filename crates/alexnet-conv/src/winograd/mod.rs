@@ -17,13 +17,13 @@ mod transform;
 pub(crate) use backward::backward_input;
 pub(crate) use forward::forward;
 
-use alexnet_core::Conv2dGeom;
+use alexnet_core::{Conv2dGeom, Shape4};
 use transform::{LANES, Lanes, input_tile, kernel_tile, output_tile};
 
 use crate::conv2d::for_each_run;
-use crate::{ConvAlgorithm, ConvWorkspace};
 use crate::gemm::{Strides, Transpose, sgemm_strided};
 use crate::workspace::{Scratch, sized};
+use crate::{ConvAlgorithm, ConvWorkspace};
 
 /// Fewest input and output channels per group for which [`ConvAlgorithm::Auto`] picks
 /// Winograd. The crate's `conv` bench (`ALEX_CONV_WINOGRAD`) measured AlexNet's conv3-5
@@ -44,15 +44,21 @@ const A: usize = M + 2;
 /// best on AlexNet's conv3-5; 32 and 1024 slower).
 const BLOCK_TILES: usize = 256;
 
-/// Whether `algorithm` computes `geom` by Winograd.
-pub(crate) fn applies(geom: &Conv2dGeom, algorithm: ConvAlgorithm) -> bool {
+/// Whether `algorithm` computes `geom` on `input` by Winograd, with the batch split over
+/// `threads` workers.
+///
+/// `Auto` also wants a full block of [`BLOCK_TILES`] tiles per worker: below that (batch 1,
+/// say) the GEMMs are too narrow and the transforms run on one thread, and the bench measured
+/// Winograd 2.5-4x slower than direct at batch 1 on conv3-5.
+pub(crate) fn applies(geom: &Conv2dGeom, input: Shape4, threads: usize, algorithm: ConvAlgorithm) -> bool {
     let eligible = geom.kernel_h == 3 && geom.kernel_w == 3 && geom.stride_h == 1 && geom.stride_w == 1;
+    let wide = || geom.in_per_group() >= WINOGRAD_MIN_CHANNELS && geom.out_per_group() >= WINOGRAD_MIN_CHANNELS;
+    let tiles_per_worker =
+        || geom.output_shape(input).map_or(0, |out| input.n / threads.max(1) * out.h.div_ceil(M) * out.w.div_ceil(M));
     match algorithm {
         ConvAlgorithm::Direct => false,
         ConvAlgorithm::Winograd => eligible,
-        ConvAlgorithm::Auto => {
-            eligible && geom.in_per_group() >= WINOGRAD_MIN_CHANNELS && geom.out_per_group() >= WINOGRAD_MIN_CHANNELS
-        }
+        ConvAlgorithm::Auto => eligible && wide() && tiles_per_worker() >= BLOCK_TILES,
     }
 }
 

@@ -2,7 +2,7 @@
 //! their cases with [`ConvAlgorithm::Winograd`] and check its gradients by central
 //! differences), on AlexNet's 3x3 layers, and the algorithm choice.
 
-use alexnet_core::Rounding;
+use alexnet_core::{Conv2dGeom, Rounding, Shape4};
 
 use super::{WINOGRAD_MIN_CHANNELS, applies};
 use crate::conv2d::tests::{
@@ -45,8 +45,12 @@ fn alexnet_3x3_layers_are_within_1e4_relative_of_direct_loops() {
     for (g, input) in alexnet_layers().into_iter().filter(|(g, _)| g.kernel_h == 3) {
         let (input, seed) = (shape(2, input.c, input.h, input.w), g.out_channels as u64);
         let out = g.output_shape(input).unwrap();
-        let (x, w, b, dy) =
-            (random(seed, input.numel()), random(seed + 1, g.weight_len()), random(seed + 2, 384), random(seed + 3, out.numel()));
+        let (x, w, b, dy) = (
+            random(seed, input.numel()),
+            random(seed + 1, g.weight_len()),
+            random(seed + 2, 384),
+            random(seed + 3, out.numel()),
+        );
         let b = &b[..g.out_channels];
         let mut ws = ConvWorkspace::with_threads(2).with_algorithm(ConvAlgorithm::Winograd);
         let mut y = vec![f32::NAN; out.numel()];
@@ -65,20 +69,32 @@ fn alexnet_3x3_layers_are_within_1e4_relative_of_direct_loops() {
 
 #[test]
 fn auto_picks_winograd_for_wide_3x3_stride_1_layers_only() {
-    let [conv1, conv2, conv3, conv4, conv5] = alexnet_layers().map(|(g, _)| g);
-    for g in [conv3, conv4, conv5] {
-        assert!(applies(&g, ConvAlgorithm::Auto), "{g:?}");
-        assert!(applies(&g, ConvAlgorithm::Winograd), "{g:?}");
-        assert!(!applies(&g, ConvAlgorithm::Direct), "{g:?}");
+    // Batch 32 on 2 threads: 16 images of 7x7 tiles per worker, over one block of 256.
+    let batch = |input: Shape4, n: usize| Shape4 { n, ..input };
+    let [conv1, conv2, conv3, conv4, conv5] = alexnet_layers().map(|(g, input)| (g, batch(input, 32)));
+    let applies_with = |(g, input): (Conv2dGeom, Shape4), algorithm| applies(&g, input, 2, algorithm);
+    for layer in [conv3, conv4, conv5] {
+        assert!(applies_with(layer, ConvAlgorithm::Auto), "{layer:?}");
+        assert!(applies_with(layer, ConvAlgorithm::Winograd), "{layer:?}");
+        assert!(!applies_with(layer, ConvAlgorithm::Direct), "{layer:?}");
+        // Batch 1 (and 10 on 2 threads: 5 x 49 tiles per worker) is direct unless forced.
+        for n in [1, 10] {
+            assert!(!applies_with((layer.0, batch(layer.1, n)), ConvAlgorithm::Auto), "{layer:?}");
+            assert!(applies_with((layer.0, batch(layer.1, n)), ConvAlgorithm::Winograd), "{layer:?}");
+        }
     }
-    for g in [conv1, conv2, geom(4, 4, (3, 3), (2, 2), (1, 1), 1), geom(4, 4, (3, 1), (1, 1), (1, 0), 1)] {
-        assert!(!applies(&g, ConvAlgorithm::Auto) && !applies(&g, ConvAlgorithm::Winograd), "{g:?}");
+    let input = shape(64, 4, 13, 13);
+    for g in [geom(4, 4, (3, 3), (2, 2), (1, 1), 1), geom(4, 4, (3, 1), (1, 1), (1, 0), 1)] {
+        assert!(!applies_with((g, input), ConvAlgorithm::Auto) && !applies_with((g, input), ConvAlgorithm::Winograd));
+    }
+    for layer in [conv1, conv2] {
+        assert!(!applies_with(layer, ConvAlgorithm::Auto) && !applies_with(layer, ConvAlgorithm::Winograd));
     }
     // Too few channels per group on either side: direct unless forced.
-    let narrow = WINOGRAD_MIN_CHANNELS - 1;
-    let wide = WINOGRAD_MIN_CHANNELS;
+    let (narrow, wide) = (WINOGRAD_MIN_CHANNELS - 1, WINOGRAD_MIN_CHANNELS);
     for g in [geom(narrow, wide, (3, 3), (1, 1), (1, 1), 1), geom(2 * wide, 2 * narrow, (3, 3), (1, 1), (1, 1), 2)] {
-        assert!(!applies(&g, ConvAlgorithm::Auto) && applies(&g, ConvAlgorithm::Winograd), "{g:?}");
+        let input = shape(32, g.in_channels, 13, 13);
+        assert!(!applies_with((g, input), ConvAlgorithm::Auto) && applies_with((g, input), ConvAlgorithm::Winograd));
     }
 }
 
@@ -99,7 +115,7 @@ fn workspace_is_reused_not_regrown() {
     let big = geom(64, 64, (3, 3), (1, 1), (1, 1), 2);
     let small = geom(8, 8, (3, 3), (1, 1), (1, 1), 1);
     let mut ws = ConvWorkspace::with_threads(2).with_algorithm(ConvAlgorithm::Winograd);
-    let run = |g: &crate::Conv2dGeom, input: crate::Shape4, ws: &mut ConvWorkspace| {
+    let run = |g: &Conv2dGeom, input: Shape4, ws: &mut ConvWorkspace| {
         let out = g.output_shape(input).unwrap();
         let (x, w) = (random(5, input.numel()), random(6, g.weight_len()));
         let mut y = vec![0.0; out.numel()];

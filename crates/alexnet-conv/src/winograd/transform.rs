@@ -100,10 +100,7 @@ pub(crate) fn output_tile<const M: usize, const A: usize, V: Variant<M, A>>(m: &
 }
 
 /// `G g G^T` of one 3x3 kernel (`g[row][col]`), flipped in both axes first if `flip`.
-pub(crate) fn kernel_tile<const M: usize, const A: usize, V: Variant<M, A>>(
-    g: &[f32],
-    flip: bool,
-) -> [[f64; A]; A] {
+pub(crate) fn kernel_tile<const M: usize, const A: usize, V: Variant<M, A>>(g: &[f32], flip: bool) -> [[f64; A]; A] {
     let at = |i: usize, j: usize| f64::from(if flip { g[(2 - i) * 3 + (2 - j)] } else { g[i * 3 + j] });
     let cols: [[f64; A]; 3] = std::array::from_fn(|j| V::kernel([at(0, j), at(1, j), at(2, j)]));
     std::array::from_fn(|i| V::kernel([cols[0][i], cols[1][i], cols[2][i]]))
