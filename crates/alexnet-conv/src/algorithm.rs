@@ -14,9 +14,10 @@ pub const ALGORITHM_ENV: &str = "ALEX_CONV_ALGO";
 /// other layer, and the weight gradient, always runs im2col + GEMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvAlgorithm {
-    /// Winograd where it applies and the crate's rule expects it to be faster (3x3, stride 1,
-    /// at least [`WINOGRAD_MIN_CHANNELS`](crate::WINOGRAD_MIN_CHANNELS) input and output
-    /// channels per group); im2col + GEMM otherwise.
+    /// Winograd where it applies and the crate's rule, from its benchmark, expects it to be
+    /// faster: 3x3, stride 1, at least [`WINOGRAD_MIN_CHANNELS`](crate::WINOGRAD_MIN_CHANNELS)
+    /// input and output channels per group, and a batch that gives every thread at least 256
+    /// output tiles of 2x2 (not batch 1); im2col + GEMM otherwise.
     #[default]
     Auto,
     /// Always im2col + GEMM.
