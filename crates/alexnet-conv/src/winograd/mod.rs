@@ -18,6 +18,7 @@ pub(crate) use backward::backward_input;
 pub(crate) use forward::forward;
 
 use alexnet_core::{Conv2dGeom, Shape4};
+use rayon::prelude::*;
 use transform::{LANES, Lanes, input_tile, kernel_tile, output_tile};
 
 use crate::conv2d::for_each_run;
@@ -124,20 +125,19 @@ impl Problem {
 }
 
 /// Transforms every 3x3 kernel of `w` (`[out][in / groups][3][3]` of `geom`), flipped if
-/// `flip`, into `u`: `[group][tile element][out per group][in per group]`; returns the length.
+/// `flip`, into `u`: `[out][tile element][in / groups]`, output channels in parallel; returns
+/// the length. (Each tile element's `[out][in]` matrix of a group is then a strided view.)
 fn transform_weights(geom: &Conv2dGeom, w: &[f32], flip: bool, u: &mut Vec<f32>) -> usize {
-    let (og, cg) = (geom.out_per_group(), geom.in_per_group());
-    let u = sized(u, geom.groups * A * A * og * cg);
-    for (o, kernels) in w.chunks_exact(cg * 9).enumerate() {
-        let (g, o_local) = (o / og, o % og);
-        let group = &mut u[g * A * A * og * cg..][..A * A * og * cg];
+    let cg = geom.in_per_group();
+    let u = sized(u, geom.out_channels * A * A * cg);
+    u.par_chunks_exact_mut(A * A * cg).zip(w.par_chunks_exact(cg * 9)).for_each(|(row, kernels)| {
         for (c, kernel) in kernels.chunks_exact(9).enumerate() {
             let t = kernel_tile::<M, A, Chosen>(kernel, flip);
             for (e, &v) in t.iter().flatten().enumerate() {
-                group[(e * og + o_local) * cg + c] = v as f32;
+                row[e * cg + c] = v as f32;
             }
         }
-    }
+    });
     u.len()
 }
 
@@ -205,8 +205,11 @@ fn convolve_block(
     let planes = sized(&mut scratch.planes, count * ph * pw);
     let tiles_in = sized(&mut scratch.tiles_in, A * A * cg * stride);
     let tiles_out = sized(&mut scratch.tiles_out, A * A * og * stride);
+    // Per forward output channel, `A * A` rows of its input channels (see `transform_weights`).
+    let forward_cg = if p.input_gradient { og } else { cg };
+    let kernel_row = A * A * forward_cg;
     let weights_stride =
-        if p.input_gradient { Strides::row_major(og, Transpose::Yes) } else { Strides::row_major(cg, Transpose::No) };
+        if p.input_gradient { Strides { row: 1, col: kernel_row } } else { Strides { row: kernel_row, col: 1 } };
     for g in 0..p.groups {
         for c in 0..cg {
             let channel = g * cg + c;
@@ -223,7 +226,7 @@ fn convolve_block(
                 tiles,
                 cg,
                 1.0,
-                &u_group[e * og * cg..][..og * cg],
+                &u_group[e * forward_cg..],
                 weights_stride,
                 &tiles_in[e * cg * stride..][..cg * stride],
                 Strides::row_major(stride, Transpose::No),
