@@ -30,9 +30,12 @@ use alexnet_conv::{ConvAlgorithm, ConvWorkspace, conv2d_backward_input, conv2d_b
 use alexnet_core::{Conv2dGeom, Rounding, Shape4, rng};
 use divan::{Bencher, counter::ItemsCount};
 
+/// A layer: (name, in channels, out channels, kernel, stride, padding, groups, map size).
+type LayerRow = (&'static str, usize, usize, usize, usize, usize, usize, usize);
+
 /// The paper net's five convolutions (two groups on conv2/4/5), then the 3x3 layers of the
-/// `mini` preset that Winograd can take: (name, in, out, kernel, stride, padding, groups, map).
-const LAYERS: [(&str, usize, usize, usize, usize, usize, usize, usize); 8] = [
+/// `mini` preset that Winograd can take.
+const LAYERS: [LayerRow; 8] = [
     ("conv1", 3, 96, 11, 4, 0, 1, 227),
     ("conv2", 96, 256, 5, 1, 2, 2, 27),
     ("conv3", 256, 384, 3, 1, 1, 1, 13),
