@@ -16,19 +16,5 @@ pub(crate) fn backward_input(
     dx: &mut [f32],
     ws: &mut ConvWorkspace,
 ) {
-    let out = geom.output_shape(input).expect("geometry validated by the caller");
-    let problem = Problem {
-        batch: input.n,
-        in_channels: geom.out_channels,
-        out_channels: geom.in_channels,
-        groups: geom.groups,
-        in_h: out.h,
-        in_w: out.w,
-        out_h: input.h,
-        out_w: input.w,
-        pad_h: 2 - geom.pad_h as isize,
-        pad_w: 2 - geom.pad_w as isize,
-        input_gradient: true,
-    };
-    run(&problem, geom, w, dy, None, dx, ws);
+    run(&Problem::new(geom, input, true), geom, w, dy, None, dx, ws);
 }

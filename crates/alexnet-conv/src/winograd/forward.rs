@@ -16,19 +16,5 @@ pub(crate) fn forward(
     y: &mut [f32],
     ws: &mut ConvWorkspace,
 ) {
-    let out = geom.output_shape(input).expect("geometry validated by the caller");
-    let problem = Problem {
-        batch: input.n,
-        in_channels: geom.in_channels,
-        out_channels: geom.out_channels,
-        groups: geom.groups,
-        in_h: input.h,
-        in_w: input.w,
-        out_h: out.h,
-        out_w: out.w,
-        pad_h: geom.pad_h as isize,
-        pad_w: geom.pad_w as isize,
-        input_gradient: false,
-    };
-    run(&problem, geom, w, x, bias, y, ws);
+    run(&Problem::new(geom, input, false), geom, w, x, bias, y, ws);
 }

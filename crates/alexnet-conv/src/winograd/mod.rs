@@ -85,6 +85,28 @@ struct Problem {
 }
 
 impl Problem {
+    /// The forward convolution `geom` on `input` (validated by the caller), or its input
+    /// gradient: `dy` in, `dx` out, channels and map sizes swapped, padding `2 - pad`.
+    fn new(geom: &Conv2dGeom, input: Shape4, input_gradient: bool) -> Self {
+        let out = geom.output_shape(input).expect("geometry validated by the caller");
+        let (x, y) = ((geom.in_channels, input.h, input.w), (geom.out_channels, out.h, out.w));
+        let ((in_channels, in_h, in_w), (out_channels, out_h, out_w)) = if input_gradient { (y, x) } else { (x, y) };
+        let pad = |p: usize| if input_gradient { 2 - p as isize } else { p as isize };
+        Self {
+            batch: input.n,
+            in_channels,
+            out_channels,
+            groups: geom.groups,
+            in_h,
+            in_w,
+            out_h,
+            out_w,
+            pad_h: pad(geom.pad_h),
+            pad_w: pad(geom.pad_w),
+            input_gradient,
+        }
+    }
+
     fn in_per_group(&self) -> usize {
         self.in_channels / self.groups
     }
