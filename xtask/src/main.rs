@@ -15,6 +15,7 @@ macro_rules! dispatch {
 mod bench;
 mod ci;
 mod distributed;
+mod machine;
 mod progress;
 
 use std::path::{Path, PathBuf};

@@ -75,7 +75,7 @@ pub use error::{AutogradError, Result};
 pub use gradcheck::{GradcheckConfig, GradcheckReport, gradcheck};
 pub use loss::softmax_cross_entropy;
 pub use params::{ParamId, ParamKind, ParamStore};
-pub use tape::{Mode, Tape};
+pub use tape::{Mode, NodeTimes, Tape};
 pub use tensor::{Dims, HostTensor, Tensor};
 
 /// The README's code blocks, compiled and run as doc-tests.

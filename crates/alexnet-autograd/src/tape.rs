@@ -1,6 +1,7 @@
 //! The tape: values of one forward pass, the record of its ops, and the reverse walk.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use alexnet_core::{Backend, XENT_SUMMARY_LEN, XentSummary};
 
@@ -52,6 +53,47 @@ pub(crate) fn node_value<B: Backend>(nodes: &[Node<B>], mut i: usize) -> Result<
     }
 }
 
+/// Seconds spent on each tensor of a timed tape ([`Tape::set_timing`]), indexed in the order
+/// the tensors were made ([`Tape::len`] just before an op is the index of its tensor).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeTimes {
+    /// Forward: from the end of the previous op (or the reset) to the end of this one, the
+    /// device's work included; so the forward times of a pass sum to its whole time.
+    pub forward: Vec<f64>,
+    /// Backward: this tensor's step of the reverse walk (its op's gradient kernels, summing
+    /// into its inputs' gradients, handing a parameter's gradient to the store), the device's
+    /// work included; zero for tensors the walk did not reach.
+    pub backward: Vec<f64>,
+}
+
+/// The clock of a timed tape.
+struct Timing {
+    times: NodeTimes,
+    /// The end of the previous op.
+    mark: Instant,
+    /// The first failure to wait for the device (reported by [`Tape::node_times`]).
+    error: Option<AutogradError>,
+}
+
+impl Timing {
+    fn new() -> Self {
+        Self { times: NodeTimes::default(), mark: Instant::now(), error: None }
+    }
+
+    /// Waits for `backend`'s queued work and returns the seconds since the mark, moving it.
+    fn lap<B: Backend>(&mut self, backend: &B) -> f64 {
+        if let Err(e) = backend.synchronize()
+            && self.error.is_none()
+        {
+            self.error = Some(e.into());
+        }
+        let now = Instant::now();
+        let seconds = now.duration_since(self.mark).as_secs_f64();
+        self.mark = now;
+        seconds
+    }
+}
+
 /// A recording of one forward pass on a backend.
 ///
 /// Ops are methods returning a [`Tensor`] handle (see the op list in the crate docs). Every
@@ -85,12 +127,22 @@ pub struct Tape<B: Backend> {
     grads: Vec<Option<B::Buffer>>,
     pub(crate) pool: BufferPool<B>,
     store_id: Option<u64>,
+    timing: Option<Timing>,
 }
 
 impl<B: Backend> Tape<B> {
     /// An empty tape in `mode`.
     pub fn new(backend: Arc<B>, mode: Mode) -> Self {
-        Self { backend, mode, pass: 0, nodes: Vec::new(), grads: Vec::new(), pool: BufferPool::new(), store_id: None }
+        Self {
+            backend,
+            mode,
+            pass: 0,
+            nodes: Vec::new(),
+            grads: Vec::new(),
+            pool: BufferPool::new(),
+            store_id: None,
+            timing: None,
+        }
     }
 
     /// An empty training tape.
@@ -134,6 +186,24 @@ impl<B: Backend> Tape<B> {
         self.nodes.is_empty()
     }
 
+    /// Times every op from now on (`true`) or stops timing (`false`): after each op, forward
+    /// and backward, the tape waits for the device ([`Backend::synchronize`]) and records the
+    /// op's seconds ([`Tape::node_times`]). Waiting after every op slows a device that
+    /// queues work; this is for profiling, not for training.
+    pub fn set_timing(&mut self, on: bool) {
+        self.timing = on.then(Timing::new);
+    }
+
+    /// Each tensor's forward and backward seconds in this pass, when timing is on
+    /// ([`Tape::set_timing`]); an error if waiting for the device failed.
+    pub fn node_times(&self) -> Result<Option<&NodeTimes>> {
+        match &self.timing {
+            None => Ok(None),
+            Some(Timing { error: Some(e), .. }) => Err(e.clone()),
+            Some(t) => Ok(Some(&t.times)),
+        }
+    }
+
     /// The buffer pool's counters (allocations stop growing in steady state).
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
@@ -156,6 +226,9 @@ impl<B: Backend> Tape<B> {
         self.pass += 1;
         self.store_id = None;
         self.pool.begin_step();
+        if self.timing.is_some() {
+            self.timing = Some(Timing::new());
+        }
     }
 
     /// The node index of `t`, checking it belongs to this pass.
@@ -183,6 +256,10 @@ impl<B: Backend> Tape<B> {
         };
         let id = self.nodes.len();
         self.nodes.push(Node { value, dims, requires_grad, op });
+        if let Some(timing) = self.timing.as_mut() {
+            let seconds = timing.lap(&*self.backend);
+            timing.times.forward.push(seconds);
+        }
         Tensor { id, pass: self.pass, dims }
     }
 
@@ -401,6 +478,10 @@ impl<B: Backend> Tape<B> {
         }
         let mut written = vec![false; store.len()];
         let mut contributions = Vec::new();
+        if let Some(timing) = self.timing.as_mut() {
+            timing.times.backward = vec![0.0; self.nodes.len()];
+            timing.lap(&*self.backend);
+        }
         for i in (0..=root).rev() {
             if let Some(dy) = self.grads[i].take() {
                 self.backward_step(i, dy, store, &mut written, &mut contributions)?;
@@ -410,6 +491,9 @@ impl<B: Backend> Tape<B> {
             {
                 self.finish_param_grad(store, id, written[id.0])?;
                 ready(store, id)?;
+            }
+            if let Some(timing) = self.timing.as_mut() {
+                timing.times.backward[i] = timing.lap(&*self.backend);
             }
         }
         for (i, &first) in first_use.iter().enumerate() {

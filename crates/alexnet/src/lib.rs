@@ -29,6 +29,7 @@ pub mod model;
 pub mod parallel;
 pub mod plot;
 pub mod preset;
+pub mod profile;
 pub mod schedule;
 pub mod synthetic;
 pub mod trainer;
