@@ -7,6 +7,10 @@
 //! - cargo feature `matrixmultiply`: the [`matrixmultiply`](https://docs.rs/matrixmultiply)
 //!   crate.
 //!
+//! Products with at most four rows whose `op(B)` columns are contiguous (a dense layer
+//! `x W^T` at batch 1 to 4) take a path of their own: memory-bound matrix-vector products
+//! that read `B` once where it lies, split across threads.
+//!
 //! The convolution in this crate uses it for every product; it is public so that other
 //! layers (dense layers of a CPU backend) share the same tuned kernel.
 //!
@@ -23,6 +27,7 @@
 //! # Ok::<(), alexnet_conv::ConvError>(())
 //! ```
 
+mod few_rows;
 #[cfg(not(feature = "matrixmultiply"))]
 mod gemm_crate;
 #[cfg(not(feature = "matrixmultiply"))]
@@ -145,7 +150,11 @@ pub(crate) fn sgemm_strided(
     let last = |s: Strides, rows: usize, cols: usize| (rows - 1) * s.row + (cols - 1) * s.col;
     assert!(a.len() > last(a_strides, m, k), "a too short for its strides");
     assert!(b.len() > last(b_strides, k, n), "b too short for its strides");
-    backend::sgemm(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, ldc, threads.max(1));
+    if few_rows::applies(m, a_strides, b_strides) {
+        few_rows::sgemm(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, ldc, threads.max(1));
+    } else {
+        backend::sgemm(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, ldc, threads.max(1));
+    }
 }
 
 #[cfg(test)]

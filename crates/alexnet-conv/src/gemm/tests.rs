@@ -18,7 +18,9 @@ fn at(m: &[f32], t: Transpose, rows: usize, cols: usize, r: usize, c: usize) -> 
 
 #[test]
 fn all_transpose_combinations_match_f64_loops() {
-    let sizes = [(1, 1, 1), (3, 5, 7), (17, 9, 33), (64, 70, 130), (96, 301, 363)];
+    // The first four include products of up to four rows (the matrix-vector path when
+    // op(B)'s columns are contiguous), one large enough to be split across threads.
+    let sizes = [(1, 1, 1), (1, 300, 257), (4, 37, 1000), (3, 5, 7), (17, 9, 33), (64, 70, 130), (96, 301, 363)];
     for (case, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [Transpose::No, Transpose::Yes] {
             for tb in [Transpose::No, Transpose::Yes] {
