@@ -5,9 +5,9 @@ use alexnet_core::{ChannelLayout, Conv2dGeom, Shape4, check_len};
 use rayon::prelude::*;
 
 use super::im2col::{col2im, im2col};
-use super::{Plan, for_each_image};
+use super::{Plan, for_each_run, gather_columns};
 use crate::gemm::{Strides, Transpose, sgemm_strided};
-use crate::workspace::sized;
+use crate::workspace::{Scratch, sized};
 use crate::{ConvError, ConvWorkspace, winograd};
 
 /// Gradient of the loss with respect to the input, written into `dx` (overwritten).
@@ -39,31 +39,10 @@ pub fn conv2d_backward_input(
 
     let threads = ws.split_threads();
     let scratch = ws.workers(threads);
-    for_each_image(&plan, threads, scratch, dx, plan.input_image_len(), |n, dx_image, scratch, gemm_threads| {
-        let dy_image = &dy[n * plan.output_image_len()..][..plan.output_image_len()];
-        let dcols = sized(&mut scratch.cols, plan.cols_len());
-        for g in 0..geom.groups {
-            let dx_group = &mut dx_image[g * plan.input_group_len()..][..plan.input_group_len()];
-            // dcols = W_g^T dY_g; for a 1x1 unpadded stride-1 kernel col2im is the identity.
-            let target: &mut [f32] = if plan.input_is_cols { dx_group } else { dcols };
-            sgemm_strided(
-                plan.k,
-                plan.p,
-                plan.out_per_group,
-                1.0,
-                &w[g * plan.weight_group_len()..][..plan.weight_group_len()],
-                Strides::row_major(plan.k, Transpose::Yes),
-                &dy_image[g * plan.output_group_len()..][..plan.output_group_len()],
-                Strides::row_major(plan.p, Transpose::No),
-                0.0,
-                target,
-                plan.p,
-                gemm_threads,
-            );
-            if !plan.input_is_cols {
-                let dx_group = &mut dx_image[g * plan.input_group_len()..][..plan.input_group_len()];
-                col2im(&plan, dcols, dx_group, gemm_threads);
-            }
+    let (slab, image_len) = (plan.slab_images(), plan.input_image_len());
+    for_each_run(plan.batch, threads, scratch, dx, image_len, |first, dx_run, scratch, gemm_threads| {
+        for (s, dx_slab) in dx_run.chunks_mut(slab * image_len).enumerate() {
+            backward_input_slab(&plan, first + s * slab, w, dy, dx_slab, scratch, gemm_threads);
         }
     });
     Ok(())
@@ -89,48 +68,25 @@ pub fn conv2d_backward_weight(
     check_len(OP, "dy", plan.batch * plan.output_image_len(), dy.len())?;
     check_len(OP, "dw", geom.weight_len(), dw.len())?;
 
-    // dW_g (+)= dY_g * cols^T for one image; `accumulate` false overwrites.
-    let add_image = |n: usize, acc: &mut [f32], cols: &mut Vec<f32>, accumulate: bool, gemm_threads: usize| {
-        let x_image = &x[n * plan.input_image_len()..][..plan.input_image_len()];
-        let dy_image = &dy[n * plan.output_image_len()..][..plan.output_image_len()];
-        let cols = sized(cols, plan.cols_len());
-        for g in 0..geom.groups {
-            let x_group = &x_image[g * plan.input_group_len()..][..plan.input_group_len()];
-            let cols: &[f32] = if plan.input_is_cols {
-                x_group
-            } else {
-                im2col(&plan, x_group, cols, gemm_threads);
-                cols
-            };
-            sgemm_strided(
-                plan.out_per_group,
-                plan.k,
-                plan.p,
-                1.0,
-                &dy_image[g * plan.output_group_len()..][..plan.output_group_len()],
-                Strides::row_major(plan.p, Transpose::No),
-                cols,
-                Strides::row_major(plan.p, Transpose::Yes),
-                if accumulate { 1.0 } else { 0.0 },
-                &mut acc[g * plan.weight_group_len()..][..plan.weight_group_len()],
-                plan.k,
-                gemm_threads,
-            );
-        }
-    };
-
     // Whole images per thread into private accumulators, then their sum into `dw`; the
     // remaining `batch % threads` images go straight into `dw` with parallel GEMMs.
     let threads = ws.split_threads();
     let scratch = ws.workers(threads);
     let per_thread = plan.batch / threads;
     let split = per_thread * threads;
+    let slab = plan.slab_images();
+    // Images `first..end` summed into `acc` slab by slab; `accumulate` false overwrites.
+    let add_images =
+        |first: usize, end: usize, acc: &mut [f32], cols: &mut Vec<f32>, accumulate: bool, gemm_threads| {
+            for start in (first..end).step_by(slab) {
+                let images = start..(start + slab).min(end);
+                weight_slab(&plan, images, x, dy, acc, cols, accumulate || start > first, gemm_threads);
+            }
+        };
     if per_thread > 0 {
         let run = |t: usize, scratch: &mut crate::workspace::Scratch| {
             let acc = sized(&mut scratch.dw, dw.len());
-            for i in 0..per_thread {
-                add_image(t * per_thread + i, acc, &mut scratch.cols, i > 0, 1);
-            }
+            add_images(t * per_thread, (t + 1) * per_thread, acc, &mut scratch.cols, false, 1);
         };
         if threads == 1 {
             run(0, &mut scratch[0]);
@@ -142,8 +98,8 @@ pub fn conv2d_backward_weight(
             dw.iter_mut().zip(&other.dw).for_each(|(d, o)| *d += o);
         }
     }
-    for n in split..plan.batch {
-        add_image(n, dw, &mut scratch[0].cols, n > 0, threads);
+    if split < plan.batch {
+        add_images(split, plan.batch, dw, &mut scratch[0].cols, split > 0, threads);
     }
     Ok(())
 }
@@ -192,4 +148,111 @@ fn plane_sum(values: &[f32]) -> f64 {
         }
     }
     lanes.iter().sum::<f64>() + tail
+}
+
+/// The input gradient of the images from `first` on whose gradients `dx` holds (one slab,
+/// [`Plan::slab_images`] or fewer): per group, their output gradients side by side, one
+/// product into their columns, and col2im of each image's block.
+fn backward_input_slab(
+    plan: &Plan,
+    first: usize,
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    scratch: &mut Scratch,
+    gemm_threads: usize,
+) {
+    let count = dx.len() / plan.input_image_len();
+    let columns = count * plan.p;
+    let m = plan.out_per_group;
+    let dy = &dy[first * plan.output_image_len()..][..count * plan.output_image_len()];
+    let (cols_len, gathered_len) = if count == 1 { (plan.cols_len(), 0) } else { (plan.k * columns, m * columns) };
+    let (dcols, gathered) = sized(&mut scratch.cols, cols_len + gathered_len).split_at_mut(cols_len);
+    for g in 0..plan.geom.groups {
+        let dy_g: &[f32] = if count == 1 {
+            &dy[g * plan.output_group_len()..][..plan.output_group_len()]
+        } else {
+            gather_columns(plan, dy, g, gathered);
+            gathered
+        };
+        // dcols = W_g^T dY_g; for a 1x1 unpadded stride-1 kernel col2im is the identity.
+        let in_place = count == 1 && plan.input_is_cols;
+        let target: &mut [f32] =
+            if in_place { &mut dx[g * plan.input_group_len()..][..plan.input_group_len()] } else { &mut *dcols };
+        sgemm_strided(
+            plan.k,
+            columns,
+            m,
+            1.0,
+            &w[g * plan.weight_group_len()..][..plan.weight_group_len()],
+            Strides::row_major(plan.k, Transpose::Yes),
+            dy_g,
+            Strides::row_major(columns, Transpose::No),
+            0.0,
+            target,
+            columns,
+            gemm_threads,
+        );
+        if !in_place {
+            for (i, dx_image) in dx.chunks_exact_mut(plan.input_image_len()).enumerate() {
+                let dx_group = &mut dx_image[g * plan.input_group_len()..][..plan.input_group_len()];
+                col2im(plan, &dcols[i * plan.p..], columns, dx_group, gemm_threads);
+            }
+        }
+    }
+}
+
+/// `dW_g (+)= dY_g cols_g^T` over the images `images` (one slab, [`Plan::slab_images`] or
+/// fewer), their columns and output gradients side by side; `accumulate` false overwrites
+/// `acc`.
+#[allow(clippy::too_many_arguments)]
+fn weight_slab(
+    plan: &Plan,
+    images: std::ops::Range<usize>,
+    x: &[f32],
+    dy: &[f32],
+    acc: &mut [f32],
+    buf: &mut Vec<f32>,
+    accumulate: bool,
+    gemm_threads: usize,
+) {
+    let count = images.len();
+    let columns = count * plan.p;
+    let m = plan.out_per_group;
+    let dy = &dy[images.start * plan.output_image_len()..][..count * plan.output_image_len()];
+    let (cols_len, gathered_len) = if count == 1 { (plan.cols_len(), 0) } else { (plan.k * columns, m * columns) };
+    let (cols, gathered) = sized(buf, cols_len + gathered_len).split_at_mut(cols_len);
+    let x_group = |i: usize, g: usize| {
+        &x[(images.start + i) * plan.input_image_len() + g * plan.input_group_len()..][..plan.input_group_len()]
+    };
+    for g in 0..plan.geom.groups {
+        let cols: &[f32] = if count == 1 && plan.input_is_cols {
+            x_group(0, g)
+        } else {
+            for i in 0..count {
+                im2col(plan, x_group(i, g), &mut cols[i * plan.p..], columns, gemm_threads);
+            }
+            cols
+        };
+        let dy_g: &[f32] = if count == 1 {
+            &dy[g * plan.output_group_len()..][..plan.output_group_len()]
+        } else {
+            gather_columns(plan, dy, g, gathered);
+            gathered
+        };
+        sgemm_strided(
+            m,
+            plan.k,
+            columns,
+            1.0,
+            dy_g,
+            Strides::row_major(columns, Transpose::No),
+            cols,
+            Strides::row_major(columns, Transpose::Yes),
+            if accumulate { 1.0 } else { 0.0 },
+            &mut acc[g * plan.weight_group_len()..][..plan.weight_group_len()],
+            plan.k,
+            gemm_threads,
+        );
+    }
 }

@@ -3,9 +3,9 @@
 use alexnet_core::{Conv2dGeom, Shape4, check_len};
 
 use super::im2col::im2col;
-use super::{Plan, for_each_image};
+use super::{Plan, for_each_run, scatter_columns};
 use crate::gemm::{Strides, Transpose, sgemm_strided};
-use crate::workspace::sized;
+use crate::workspace::{Scratch, sized};
 use crate::{ConvError, ConvWorkspace, winograd};
 
 /// Forward 2-D convolution with groups on NCHW `f32`, written into `y` (overwritten).
@@ -58,38 +58,71 @@ pub fn conv2d_forward(
 
     let threads = ws.split_threads();
     let scratch = ws.workers(threads);
-    for_each_image(&plan, threads, scratch, y, plan.output_image_len(), |n, y_image, scratch, gemm_threads| {
-        let x_image = &x[n * plan.input_image_len()..][..plan.input_image_len()];
-        let cols = sized(&mut scratch.cols, plan.cols_len());
-        for g in 0..geom.groups {
-            let x_group = &x_image[g * plan.input_group_len()..][..plan.input_group_len()];
-            let cols: &[f32] = if plan.input_is_cols {
-                x_group
-            } else {
-                im2col(&plan, x_group, cols, gemm_threads);
-                cols
-            };
-            let y_group = &mut y_image[g * plan.output_group_len()..][..plan.output_group_len()];
-            sgemm_strided(
-                plan.out_per_group,
-                plan.p,
-                plan.k,
-                1.0,
-                &w[g * plan.weight_group_len()..][..plan.weight_group_len()],
-                Strides::row_major(plan.k, Transpose::No),
-                cols,
-                Strides::row_major(plan.p, Transpose::No),
-                0.0,
-                y_group,
-                plan.p,
-                gemm_threads,
-            );
+    let (slab, image_len) = (plan.slab_images(), plan.output_image_len());
+    for_each_run(plan.batch, threads, scratch, y, image_len, |first, y_run, scratch, gemm_threads| {
+        for (s, y_slab) in y_run.chunks_mut(slab * image_len).enumerate() {
+            forward_slab(&plan, first + s * slab, x, w, bias, y_slab, scratch, gemm_threads);
         }
-        if let Some(bias) = bias {
+    });
+    Ok(())
+}
+
+/// The forward of the images from `first` on whose outputs `y` holds (one slab,
+/// [`Plan::slab_images`] or fewer): per group, their columns side by side, one product, and
+/// for several images the product's columns copied to each image's planes.
+#[allow(clippy::too_many_arguments)]
+fn forward_slab(
+    plan: &Plan,
+    first: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    scratch: &mut Scratch,
+    gemm_threads: usize,
+) {
+    let count = y.len() / plan.output_image_len();
+    let columns = count * plan.p;
+    let m = plan.out_per_group;
+    let (cols_len, product_len) = if count == 1 { (plan.cols_len(), 0) } else { (plan.k * columns, m * columns) };
+    let (cols, product) = sized(&mut scratch.cols, cols_len + product_len).split_at_mut(cols_len);
+    let x_group = |i: usize, g: usize| {
+        &x[(first + i) * plan.input_image_len() + g * plan.input_group_len()..][..plan.input_group_len()]
+    };
+    for g in 0..plan.geom.groups {
+        let cols: &[f32] = if count == 1 && plan.input_is_cols {
+            x_group(0, g)
+        } else {
+            for i in 0..count {
+                im2col(plan, x_group(i, g), &mut cols[i * plan.p..], columns, gemm_threads);
+            }
+            cols
+        };
+        let out: &mut [f32] =
+            if count == 1 { &mut y[g * plan.output_group_len()..][..plan.output_group_len()] } else { &mut *product };
+        sgemm_strided(
+            m,
+            columns,
+            plan.k,
+            1.0,
+            &w[g * plan.weight_group_len()..][..plan.weight_group_len()],
+            Strides::row_major(plan.k, Transpose::No),
+            cols,
+            Strides::row_major(columns, Transpose::No),
+            0.0,
+            out,
+            columns,
+            gemm_threads,
+        );
+        if count > 1 {
+            scatter_columns(plan, product, g, y);
+        }
+    }
+    if let Some(bias) = bias {
+        for y_image in y.chunks_exact_mut(plan.output_image_len()) {
             for (plane, b) in y_image.chunks_exact_mut(plan.p).zip(bias) {
                 plane.iter_mut().for_each(|v| *v += b);
             }
         }
-    });
-    Ok(())
+    }
 }

@@ -53,18 +53,21 @@ fn taps(plan: &Plan) -> impl Iterator<Item = Tap> + '_ {
     })
 }
 
-/// Fills `cols` (`plan.k x plan.p`) from one group's input channels `x` (`in_per_group x h x
-/// w`), channels split over up to `threads` threads.
-pub(crate) fn im2col(plan: &Plan, x: &[f32], cols: &mut [f32], threads: usize) {
+/// Fills `cols` from one group's input channels `x` (`in_per_group x h x w`), channels split
+/// over up to `threads` threads: a `plan.k x plan.p` matrix whose rows lie `row_stride` apart
+/// (row `r` is `cols[r * row_stride..][..plan.p]`), so that several images' columns can sit
+/// side by side in one matrix, each image's block starting `plan.p` further into `cols`.
+pub(crate) fn im2col(plan: &Plan, x: &[f32], cols: &mut [f32], row_stride: usize, threads: usize) {
     let plane = plan.in_h * plan.in_w;
     assert_eq!(x.len(), plan.in_per_group * plane);
-    assert_eq!(cols.len(), plan.k * plan.p);
+    assert!(row_stride >= plan.p && cols.len() >= (plan.k - 1) * row_stride + plan.p, "cols too short");
     let g = &plan.geom;
     let (w, ow, sw) = (plan.in_w, plan.out_w, g.stride_w);
-    for_each_chunk(threads, cols, g.kernel_h * g.kernel_w * plan.p, |c, rows| {
+    let cols = &mut cols[..(plan.k - 1) * row_stride + plan.p];
+    for_each_chunk(threads, cols, g.kernel_h * g.kernel_w * row_stride, |c, rows| {
         let x_plane = &x[c * plane..][..plane];
-        for (tap, row) in taps(plan).zip(rows.chunks_exact_mut(plan.p)) {
-            for (oy, out_row) in row.chunks_exact_mut(ow).enumerate() {
+        for (tap, row) in taps(plan).zip(rows.chunks_mut(row_stride)) {
+            for (oy, out_row) in row[..plan.p].chunks_exact_mut(ow).enumerate() {
                 if !tap.oy_valid.contains(&oy) || tap.ox_valid.is_empty() {
                     out_row.fill(0.0);
                     continue;
@@ -87,19 +90,19 @@ pub(crate) fn im2col(plan: &Plan, x: &[f32], cols: &mut [f32], threads: usize) {
 }
 
 /// Writes into one group's input gradient `dx` the column matrix `cols` summed back onto the
-/// pixels it was gathered from (the adjoint of [`im2col`]); `dx` is overwritten. Channels are
-/// split over up to `threads` threads.
-pub(crate) fn col2im(plan: &Plan, cols: &[f32], dx: &mut [f32], threads: usize) {
+/// pixels it was gathered from (the adjoint of [`im2col`], rows `row_stride` apart as there);
+/// `dx` is overwritten. Channels are split over up to `threads` threads.
+pub(crate) fn col2im(plan: &Plan, cols: &[f32], row_stride: usize, dx: &mut [f32], threads: usize) {
     let plane = plan.in_h * plan.in_w;
     assert_eq!(dx.len(), plan.in_per_group * plane);
-    assert_eq!(cols.len(), plan.k * plan.p);
+    assert!(row_stride >= plan.p && cols.len() >= (plan.k - 1) * row_stride + plan.p, "cols too short");
     let g = &plan.geom;
     let (w, ow, sw) = (plan.in_w, plan.out_w, g.stride_w);
-    let channel_rows = g.kernel_h * g.kernel_w * plan.p;
+    let channel_rows = g.kernel_h * g.kernel_w * row_stride;
     for_each_chunk(threads, dx, plane, |c, dx_plane| {
         dx_plane.fill(0.0);
-        let rows = &cols[c * channel_rows..][..channel_rows];
-        for (tap, row) in taps(plan).zip(rows.chunks_exact(plan.p)) {
+        let rows = &cols[c * channel_rows..];
+        for (tap, row) in taps(plan).zip(rows.chunks(row_stride)) {
             if tap.ox_valid.is_empty() {
                 continue;
             }

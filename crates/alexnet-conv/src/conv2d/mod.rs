@@ -3,11 +3,16 @@
 //! Every public function checks geometry and buffer lengths first and returns an error naming
 //! the values; past that point the work is split across threads as follows: with `t` threads
 //! and a batch of `n`, the first `n / t * t` images go `n / t` per thread (each thread with its
-//! own column buffer and single-threaded GEMMs), and the last `n % t` images run one after the
-//! other with `t`-thread GEMMs and im2col/col2im split by channel. So batch 1 uses parallel
+//! own column buffer and single-threaded GEMMs), and the last `n % t` images run together
+//! with `t`-thread GEMMs and im2col/col2im split by channel. So batch 1 uses parallel
 //! GEMM, larger batches whole images.
-//! (With the `matrixmultiply` backend, which threads every product itself, images always go
-//! one after another.)
+//! (With the `matrixmultiply` backend, which threads every product itself, all images run
+//! together.)
+//!
+//! Small maps make narrow products (a 6x6 map: 36 columns), which GEMM kernels run slowly,
+//! so a thread's images go in slabs ([`Plan::slab_images`]): the columns of a few images side
+//! by side in one column matrix, one product per group, and the product's columns copied to
+//! (or, backward, the output gradients gathered from) each image's planes.
 
 mod backward;
 mod forward;
@@ -99,23 +104,44 @@ impl Plan {
     fn cols_len(&self) -> usize {
         if self.input_is_cols { 0 } else { self.k * self.p }
     }
+
+    /// Images whose columns go side by side into one product (a slab): enough for about
+    /// [`SLAB_COLUMNS`] columns, so that small maps (13x13, 6x6) still give the GEMM kernels
+    /// wide products; 1 for larger maps and for 1x1 kernels that use the input in place.
+    fn slab_images(&self) -> usize {
+        if self.input_is_cols { 1 } else { (SLAB_COLUMNS / self.p).max(1) }
+    }
 }
 
-/// Runs `per_image(image, out_image, scratch, gemm_threads)` for every image, splitting the
-/// batch as described in the module docs; `out` holds `out_per_image` elements per image.
-fn for_each_image(
-    plan: &Plan,
-    threads: usize,
-    scratch: &mut [Scratch],
-    out: &mut [f32],
-    out_per_image: usize,
-    per_image: impl Fn(usize, &mut [f32], &mut Scratch, usize) + Sync,
-) {
-    for_each_run(plan.batch, threads, scratch, out, out_per_image, |first, run, scratch, gemm_threads| {
-        for (i, out_image) in run.chunks_exact_mut(out_per_image).enumerate() {
-            per_image(first + i, out_image, scratch, gemm_threads);
+/// Columns a product should have at least, where images are small enough to join
+/// ([`Plan::slab_images`]): at 36 columns (a 6x6 map) the GEMM kernels run at a third of
+/// their speed at a few hundred.
+const SLAB_COLUMNS: usize = 256;
+
+/// Copies group `g` of a slab's product (`out_per_group x count * p`, image `i`'s columns at
+/// `i * p`) to each image's output planes in `y` (`count` images, NCHW).
+fn scatter_columns(plan: &Plan, product: &[f32], g: usize, y: &mut [f32]) {
+    let count = y.len() / plan.output_image_len();
+    let columns = count * plan.p;
+    for (i, y_image) in y.chunks_exact_mut(plan.output_image_len()).enumerate() {
+        let planes = &mut y_image[g * plan.output_group_len()..][..plan.output_group_len()];
+        for (o, plane) in planes.chunks_exact_mut(plan.p).enumerate() {
+            plane.copy_from_slice(&product[o * columns + i * plan.p..][..plan.p]);
         }
-    });
+    }
+}
+
+/// The inverse of [`scatter_columns`]: group `g` of `count` images' planes in `dy` gathered
+/// into `gathered` (`out_per_group x count * p`).
+fn gather_columns(plan: &Plan, dy: &[f32], g: usize, gathered: &mut [f32]) {
+    let count = dy.len() / plan.output_image_len();
+    let columns = count * plan.p;
+    for (i, dy_image) in dy.chunks_exact(plan.output_image_len()).enumerate() {
+        let planes = &dy_image[g * plan.output_group_len()..][..plan.output_group_len()];
+        for (o, plane) in planes.chunks_exact(plan.p).enumerate() {
+            gathered[o * columns + i * plan.p..][..plan.p].copy_from_slice(plane);
+        }
+    }
 }
 
 /// Splits a batch of `batch` images as described in the module docs and runs

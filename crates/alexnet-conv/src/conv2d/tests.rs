@@ -3,6 +3,7 @@
 
 use alexnet_core::{Axis, Conv2dGeom, Error, Rounding, Shape4, rng};
 
+use super::Plan;
 use crate::{
     ChannelLayout, ConvAlgorithm, ConvError, ConvWorkspace, channel_bias_grad, conv2d_backward_input,
     conv2d_backward_weight, conv2d_forward,
@@ -189,6 +190,23 @@ fn small_shapes_match_direct_loops() {
         for algorithm in ALGORITHMS {
             check_against_reference(g, *input, 2, algorithm, 10 * seed as u64);
         }
+    }
+}
+
+#[test]
+fn slabs_of_small_maps_match_direct_loops() {
+    // Maps of 6x6 and 5x5 join several images per product (slabs), with groups, padding and
+    // stride; batches give each thread full slabs, a partial one, and a remainder that runs
+    // with all threads.
+    let cases = [
+        (geom(8, 12, (3, 3), (1, 1), (1, 1), 2), shape(17, 8, 6, 6), 2),
+        (geom(6, 4, (3, 3), (1, 1), (1, 1), 1), shape(23, 6, 5, 5), 3),
+        (geom(4, 6, (2, 3), (2, 1), (0, 1), 2), shape(9, 4, 9, 7), 1),
+        (geom(4, 4, (1, 1), (1, 1), (0, 0), 2), shape(12, 4, 3, 3), 2),
+    ];
+    for (seed, (g, input, threads)) in cases.iter().enumerate() {
+        assert!(Plan::new("test", g, *input).unwrap().slab_images() > 1 || g.kernel_h == 1, "{g:?} makes slabs");
+        check_against_reference(g, *input, *threads, ConvAlgorithm::Direct, 500 + seed as u64);
     }
 }
 
