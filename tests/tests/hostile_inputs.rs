@@ -147,6 +147,7 @@ fn mini() -> (ModelInfo, alexnet::TensorMap) {
         mean: vec![0.286],
         std: vec![0.353],
         lrn_groups: 1,
+        layers: None,
     };
     let arch = Architecture::new(info.preset, info.input, 10).unwrap();
     let params = alexnet::init::init_params(&arch, info.init, 1);

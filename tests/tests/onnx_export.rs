@@ -55,6 +55,7 @@ fn exported_logits_match(preset: Preset, input: [usize; 3], classes: usize, ampl
         mean: vec![0.0; input[0]],
         std: vec![1.0; input[0]],
         lrn_groups: preset.default_lrn_groups(),
+        layers: None,
     };
     let bytes = onnx_model_bytes(&info, &params).unwrap();
 

@@ -67,6 +67,7 @@ fn init(preset: Preset, seed: u64, weights: &str) -> AnyResult {
         mean: vec![0.0; c],
         std: vec![1.0; c],
         lrn_groups: preset.default_lrn_groups(),
+        layers: None,
     };
     save_tensors(Path::new(weights), &init_params(&arch, InitScheme::He, seed), info.to_metadata())?;
     Ok(())

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::interop::StartWeights;
-use crate::preset::{InitScheme, Preset};
+use crate::preset::{InitScheme, LayerSpec, Preset};
 use crate::schedule::Schedule;
 
 /// Which compute device runs the network.
@@ -193,6 +193,11 @@ pub struct RunConfig {
     /// Initial weights from a file (fine-tuning) instead of `init`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<StartWeights>,
+    /// The network's layers instead of the preset's (the preset still sets the input size
+    /// and the recipe): how `cargo xtask ablate` trains variants of one network that
+    /// differ in one layer. In TOML, a `[[layers]]` table per layer (`op = "conv"`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<LayerSpec>>,
 }
 
 impl RunConfig {
@@ -245,6 +250,7 @@ impl RunConfig {
                 log_every_steps: default_log_every_steps(),
             },
             weights: None,
+            layers: None,
         }
     }
 
@@ -403,6 +409,17 @@ mod tests {
             c.validate().unwrap();
             let back = RunConfig::from_toml(&c.to_toml().unwrap(), None).unwrap();
             assert_eq!(back, c);
+        }
+    }
+
+    #[test]
+    fn layer_lists_round_trip_through_toml() {
+        // Every preset's layers between them use every kind of layer and padding.
+        for preset in Preset::ALL {
+            let c = RunConfig { layers: Some(preset.layers(7)), ..RunConfig::for_preset(Preset::Mini) };
+            let text = c.to_toml().unwrap();
+            assert!(text.contains("[[layers]]"), "{text}");
+            assert_eq!(RunConfig::from_toml(&text, None).unwrap(), c, "{preset}");
         }
     }
 

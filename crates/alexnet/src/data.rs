@@ -314,6 +314,9 @@ impl Datasets {
             let shape = |i: &ModelInfo| format!("{} with {:?} input, resize {:?}", i.preset, i.input, i.resize);
             return refuse(format!("it is a {} model, but the run's data now gives {}", shape(saved), shape(now)));
         }
+        if saved.layers != now.layers {
+            return refuse("its layers differ from those of the run's configuration".to_string());
+        }
         if saved.class_names != now.class_names {
             let missing: Vec<&String> = saved.class_names.iter().filter(|c| !now.class_names.contains(c)).collect();
             let added: Vec<&String> = now.class_names.iter().filter(|c| !saved.class_names.contains(c)).collect();

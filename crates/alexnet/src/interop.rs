@@ -161,5 +161,6 @@ pub fn foreign_model_info(preset: Preset, tensors: &TensorMap) -> Result<ModelIn
         mean,
         std,
         lrn_groups: preset.default_lrn_groups(),
+        layers: None,
     })
 }

@@ -36,6 +36,9 @@ pub struct ModelInfo {
     /// Checkpoints written before the option normalised across all channels: 1.
     #[serde(default = "one")]
     pub lrn_groups: usize,
+    /// The layer list when it is not the preset's ([`crate::RunConfig::layers`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<LayerSpec>>,
 }
 
 fn one() -> usize {
@@ -48,7 +51,12 @@ pub const MODEL_KEY: &str = "alexnet-rs.model";
 impl ModelInfo {
     /// The architecture this describes.
     pub fn architecture(&self) -> Result<Architecture> {
-        Architecture::new(self.preset, self.input, self.class_names.len())?.with_lrn_groups(self.lrn_groups)
+        let classes = self.class_names.len();
+        let arch = match &self.layers {
+            Some(layers) => Architecture::from_layers(self.preset, layers.clone(), self.input, classes)?,
+            None => Architecture::new(self.preset, self.input, classes)?,
+        };
+        arch.with_lrn_groups(self.lrn_groups)
     }
 
     /// As checkpoint metadata.

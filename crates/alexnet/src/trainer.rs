@@ -379,6 +379,7 @@ impl Trainer {
             mean: n.mean.clone(),
             std: n.std.clone(),
             lrn_groups: config.lrn_groups.unwrap_or(config.preset.default_lrn_groups()),
+            layers: config.layers.clone(),
         };
         // Fail here, not after the first epoch, if the preset does not fit the input.
         info.architecture()?;

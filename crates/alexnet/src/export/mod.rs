@@ -354,6 +354,7 @@ mod tests {
             mean: vec![0.0; arch.input[0]],
             std: vec![1.0; arch.input[0]],
             lrn_groups: preset.default_lrn_groups(),
+            layers: None,
         };
         let params = init_params(&arch, crate::InitScheme::He, 1);
         onnx_model(&info, &params).unwrap()
