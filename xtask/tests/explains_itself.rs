@@ -39,7 +39,7 @@ fn options_with_values(help: &str) -> Vec<(String, String)> {
 
 #[test]
 fn help_shows_every_default() {
-    let pages: [&[&str]; 5] = [&["train"], &["eval"], &["predict"], &["summary"], &["bench", "train"]];
+    let pages: [&[&str]; 6] = [&["train"], &["eval"], &["predict"], &["summary"], &["bench", "train"], &["ablate"]];
     for page in pages {
         let mut args = page.to_vec();
         args.push("--help");
