@@ -168,10 +168,27 @@ impl<B: Backend> Model<B> {
         dropout_seed: u64,
         first_sample: u64,
     ) -> Result<Tensor> {
+        self.forward_recording_spans(tape, x, dropout_seed, first_sample, None)
+    }
+
+    /// [`Model::forward_part`], also pushing onto `spans` (when given) the tape's index
+    /// range of each layer's ops, for the profiler.
+    pub(crate) fn forward_recording_spans(
+        &mut self,
+        tape: &mut Tape<B>,
+        x: Tensor,
+        dropout_seed: u64,
+        first_sample: u64,
+        mut spans: Option<&mut Vec<std::ops::Range<usize>>>,
+    ) -> Result<Tensor> {
         let mut h = x;
         let part = LayerPart { first_sample, part: 0, parts: 1 };
         for (i, layer) in self.arch.layers.iter().enumerate() {
+            let start = tape.len();
             h = record_layer(tape, &mut self.store, layer, i, h, dropout_seed, part)?;
+            if let Some(spans) = spans.as_deref_mut() {
+                spans.push(start..tape.len());
+            }
         }
         Ok(h)
     }

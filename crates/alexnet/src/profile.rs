@@ -30,7 +30,7 @@ use alexnet_autograd::{NodeTimes, Tape, Tensor};
 use alexnet_core::{Backend, SgdStep};
 
 use crate::error::Result;
-use crate::model::{LayerPart, Model, record_layer};
+use crate::model::Model;
 use crate::preset::{LayerSpec, ResolvedLayer};
 
 /// Bytes of one `f32`.
@@ -178,15 +178,10 @@ fn timed_forward<B: Backend>(
 ) -> Result<(Tensor, Vec<Range<usize>>)> {
     tape.set_timing(true);
     tape.reset();
-    let mut h = tape.input(images, &shape)?;
-    let part = LayerPart { first_sample: 0, part: 0, parts: 1 };
+    let x = tape.input(images, &shape)?;
     let mut spans = Vec::with_capacity(model.arch.layers.len());
-    for (i, layer) in model.arch.layers.iter().enumerate() {
-        let start = tape.len();
-        h = record_layer(tape, &mut model.store, layer, i, h, dropout_seed, part)?;
-        spans.push(start..tape.len());
-    }
-    Ok((h, spans))
+    let logits = model.forward_recording_spans(tape, x, dropout_seed, 0, Some(&mut spans))?;
+    Ok((logits, spans))
 }
 
 /// The rows of the input and of each layer, from the tape's times.
